@@ -1,0 +1,33 @@
+"""Resume with torch's safe checkpoint loading.
+
+torch >= 2.6 loads checkpoints with ``weights_only=True``: only tensors,
+containers and allow-listed types are unpickled, so a checkpoint cannot run
+code. mmengine 0.10.7 calls plain ``torch.load`` and its checkpoints hold a
+few of its own types (the message hub's ``HistoryBuffer``, numpy scalars and
+arrays in the logged scalars), so ``resume=True`` fails out of the box.
+
+We keep safe loading on and allow-list exactly those types, nothing else
+(:data:`MMENGINE_CHECKPOINT_GLOBALS`). Importing ``fixnorm_mm`` does it.
+"""
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+
+def _numpy_globals() -> list:
+    from numpy.core.multiarray import _reconstruct, scalar
+    dtypes = [type(np.dtype(t)) for t in
+              ('float64', 'float32', 'float16', 'int64', 'int32', 'int8',
+               'uint8', 'bool')]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
+
+
+#: Everything beyond tensors and containers that an mmengine checkpoint holds.
+MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, *_numpy_globals()]
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Allow-list mmengine's checkpoint types for ``torch.load(weights_only=True)``."""
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is not None:  # torch < 2.4 has no safe loading to extend
+        add(MMENGINE_CHECKPOINT_GLOBALS)

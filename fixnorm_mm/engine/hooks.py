@@ -1,0 +1,191 @@
+"""Hooks: Algo 1 for any optim wrapper, and the mechanism's curves (MCBR, g,
+norms, effective learning rate) for mmengine's visualizer."""
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+from torch import Tensor, nn
+
+from ..layers import FixNormConv2d, FixNormLinear
+from ..mcbr import mcbr
+from ..norm_fixing import FixNormController
+from ..norm_fixing.selection import unwrap
+
+
+@HOOKS.register_module()
+class FixNormHook(Hook):
+    """Algo 1 through the hook life cycle, for a runner whose optim wrapper is
+    not a FixNorm one (with a FixNorm wrapper, do not add this hook).
+
+    The hook acts after the optimizer step, so it records the weights' norms
+    before the first iteration and takes the reference from them.
+    Arguments are those of :class:`~fixnorm_mm.norm_fixing.FixNormController`.
+    """
+    priority = 'ABOVE_NORMAL'  # rescale before EMA / checkpoint hooks see the weights
+
+    def __init__(self, **fixnorm) -> None:
+        self.fixnorm = FixNormController(**fixnorm)
+        self._initial_norms: Optional[Dict[str, Tensor]] = None
+        self._scale_before: Optional[Tensor] = None
+
+    def before_train(self, runner) -> None:
+        from .optim_wrapper import _FixNormWrapperMixin
+        if isinstance(runner.optim_wrapper, _FixNormWrapperMixin):
+            raise ValueError('FixNormHook: the optim wrapper is already a FixNorm one; '
+                             'remove FixNormHook from custom_hooks (it would rescale twice)')
+        self.fixnorm.watch(runner.model)
+
+    @torch.no_grad()
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if not self.fixnorm.started and self._initial_norms is None:
+            named = [(n, p) for n, p in unwrap(runner.model).named_parameters() if p.dim() > 1]
+            norms = torch._foreach_norm([p for _, p in named])
+            self._initial_norms = {n: v for (n, _), v in zip(named, norms)}
+        scaler = getattr(runner.optim_wrapper, 'loss_scaler', None)
+        if scaler is not None and scaler.is_enabled():
+            self._scale_before = scaler._scale.clone()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        wrapper = runner.optim_wrapper
+        if not wrapper.should_update():
+            return  # an accumulation iteration: no optimizer step happened
+        if not self.fixnorm.started:
+            self.fixnorm.start(runner.model, wrapper.optimizer, self._initial_norms)
+            self._initial_norms = None
+        skipped = None
+        if self._scale_before is not None:  # a skipped AMP step lowered the scale
+            skipped = wrapper.loss_scaler._scale < self._scale_before
+        self.fixnorm.after_step(skipped)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = self.fixnorm.state_dict()
+        if state is not None:
+            checkpoint['fixnorm'] = state
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if getattr(runner, '_resume', False):  # load_from starts a new training
+            self.fixnorm.load_state_dict(checkpoint.get('fixnorm'))
+
+
+def find_controller(runner) -> Optional[FixNormController]:
+    """The FixNorm controller of a runner: its optim wrapper's or its hook's."""
+    ctrl = getattr(getattr(runner, 'optim_wrapper', None), 'fixnorm', None)
+    if isinstance(ctrl, FixNormController):
+        return ctrl
+    for hook in runner.hooks:
+        if isinstance(hook, FixNormHook):
+            return hook.fixnorm
+    return None
+
+
+def batch_labels(data_samples, size=None) -> Optional[Tensor]:
+    """Class labels of a batch from OpenMMLab data samples: one per image
+    (``gt_label``) or one per pixel (``gt_sem_seg``, resized by nearest
+    neighbour to ``size``, the final layer's input resolution)."""
+    if not data_samples:
+        return None
+    first = data_samples[0]
+    if hasattr(first, 'gt_label'):
+        return torch.cat([ds.gt_label.reshape(-1)[:1] for ds in data_samples])
+    if hasattr(first, 'gt_sem_seg') and size is not None:
+        seg = torch.stack([ds.gt_sem_seg.data for ds in data_samples]).float()
+        return F.interpolate(seg, size=size, mode='nearest').long()
+    return None
+
+
+@HOOKS.register_module()
+class MCBRHook(Hook):
+    """Every ``interval`` iterations log, under ``train/fixnorm/...``:
+    MCBR (Eq. 9) of ``layer``, its g and min(g, cap) (or ||W|| for a plain
+    layer), the global norm of each fixed group and its effective learning
+    rate lr / ||W||^2. Values go to the message hub, so the text log and every
+    visualizer backend (TensorBoard, ...) get them.
+
+    Args:
+        interval: logging period in iterations.
+        layer: name of the final classification layer (``'head.fc'``,
+            ``'decode_head.conv_seg'``). Default: the model's only FixNorm
+            layer, or MCBR is skipped.
+        ignore_index: label to leave out of MCBR (segmentation: 255).
+    """
+    priority = 'BELOW_NORMAL'
+
+    def __init__(self, interval: int = 50, layer: Optional[str] = None,
+                 ignore_index: Optional[int] = 255) -> None:
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'MCBRHook: interval must be an int >= 1, got {interval!r}')
+        self.interval = interval
+        self.layer_name = layer
+        self.ignore_index = ignore_index
+        self._captured: Optional[Tensor] = None
+        self._handle = None
+
+    def before_train(self, runner) -> None:
+        model = unwrap(runner.model)
+        modules = dict(model.named_modules())
+        if self.layer_name is None:
+            found = [n for n, m in modules.items() if isinstance(m, (FixNormLinear, FixNormConv2d))]
+            self.layer_name = found[0] if len(found) == 1 else None
+        elif self.layer_name not in modules:
+            raise ValueError(f'MCBRHook: layer={self.layer_name!r} is not a module of '
+                             f'the model (final layers seen: '
+                             f'{[n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.Conv2d))][-3:]})')
+        self.layer = modules.get(self.layer_name) if self.layer_name else None
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.layer is not None and self.every_n_train_iters(runner, self.interval):
+            self._handle = self.layer.register_forward_hook(self._capture)
+
+    def _capture(self, module, inputs, output) -> None:
+        self._captured = inputs[0].detach()
+
+    @torch.no_grad()
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.every_n_train_iters(runner, self.interval):
+            return
+        scalars = self.layer_scalars()
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+            scalars.update(self.mcbr_scalar(data_batch))
+        scalars.update(self.norm_scalars(runner))
+        for k, v in scalars.items():
+            runner.message_hub.update_scalar(f'train/fixnorm/{k}', float(v))
+
+    def layer_scalars(self) -> Dict[str, Tensor]:
+        if self.layer is None:
+            return {}
+        if isinstance(self.layer, (FixNormLinear, FixNormConv2d)):
+            return {'g': self.layer.g.detach(), 'g_capped': self.layer.effective_scale}
+        return {'weight_norm': self.layer.weight.detach().norm()}
+
+    def mcbr_scalar(self, data_batch) -> Dict[str, Tensor]:
+        x, self._captured = self._captured, None
+        if x is None or data_batch is None:
+            return {}
+        weight = self.layer.weight
+        if x.dim() == 4:
+            if weight.shape[-2:] != (1, 1):
+                return {}  # kxk conv: MCBR is defined for FC and 1x1 (pixel) classifiers
+            labels = batch_labels(data_batch.get('data_samples'), size=x.shape[-2:])
+            x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        else:
+            labels = batch_labels(data_batch.get('data_samples'))
+        if labels is None:
+            return {}
+        return {'mcbr': mcbr(x, weight, labels.to(x.device).reshape(-1),
+                             ignore_index=self.ignore_index)}
+
+    @staticmethod
+    def norm_scalars(runner) -> Dict[str, Tensor]:
+        ctrl = find_controller(runner)
+        if ctrl is None or not ctrl.started:
+            return {}
+        lr = runner.optim_wrapper.get_lr()['lr'][0]
+        out = {}
+        for group, norm in ctrl.fixer.norms().items():
+            out[f'norm_{group}'] = norm if norm.dim() == 0 else norm.norm()
+            out[f'effective_lr_{group}'] = lr / out[f'norm_{group}'] ** 2
+        return out

@@ -1,0 +1,234 @@
+"""Which weights are scale-invariant, and so belong to FixNorm's fixed set.
+
+A weight W is scale-invariant when the network's output does not change if W
+is multiplied by a positive constant. That holds for (paper Sec. 2.2, App. C):
+
+* conv / linear weights whose output goes *straight* into a normalisation
+  that uses the statistics of its input (BatchNorm and SyncBN in training
+  mode, GroupNorm, LayerNorm, InstanceNorm);
+* the direction ``v`` of weight-normalised layers (``WNConv2d``, ``WNLinear``);
+* the weight of FixNorm-FC / FixNorm-Conv.
+
+"Straight into" is decided by watching one real forward pass
+(:class:`NormFollowTracer`): a norm's input must be the very tensor a conv
+returned, not modified in place since. This works for any architecture,
+including detectors and segmenters whose forward no static rule could parse.
+A BatchNorm in eval mode (mmdet's ``norm_eval=True`` freezes the backbone's
+statistics) does not normalise by the batch, so the conv before it is *not*
+scale-invariant and is left out, with that reason in the startup table.
+"""
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torch.nn.modules.conv import _ConvNd
+
+from ..layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
+
+NORM_TYPES = (_NormBase, nn.GroupNorm, nn.LayerNorm)
+WEIGHT_LAYER_TYPES = (_ConvNd, nn.Linear)
+
+
+def uses_input_statistics(norm: nn.Module) -> bool:
+    """True when ``norm`` normalises by statistics of its current input."""
+    if isinstance(norm, _BatchNorm):
+        return norm.training or norm.running_mean is None
+    if isinstance(norm, _NormBase):  # InstanceNorm
+        return norm.training or not norm.track_running_stats
+    return True
+
+
+class NormFollowTracer:
+    """Records, during forward passes, which weight layers feed a norm directly.
+
+    Use as a context manager around one forward, or :meth:`attach` / :meth:`detach`.
+    ``followed`` maps a layer name to ``(norm name, norm class, uses input stats)``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.followed: Dict[str, Tuple[str, str, bool]] = {}
+        self.seen_forward = False
+        self._outputs: Dict[int, Tuple[Tensor, int, str]] = {}
+        self._handles: list = []
+
+    def attach(self) -> 'NormFollowTracer':
+        for name, module in self.model.named_modules():
+            if isinstance(module, WEIGHT_LAYER_TYPES):
+                self._handles.append(module.register_forward_hook(self._after_layer(name)))
+            elif isinstance(module, NORM_TYPES):
+                self._handles.append(module.register_forward_pre_hook(self._before_norm(name)))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._outputs.clear()  # the strong references only lived for one forward
+
+    def __enter__(self) -> 'NormFollowTracer':
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _after_layer(self, name: str):
+        def hook(module, inputs, output):
+            self.seen_forward = True
+            if isinstance(output, Tensor):
+                # keep the tensor alive so that its id() cannot be reused
+                self._outputs[id(output)] = (output, output._version, name)
+        return hook
+
+    def _before_norm(self, name: str):
+        def hook(module, inputs):
+            x = inputs[0] if inputs else None
+            entry = self._outputs.get(id(x)) if isinstance(x, Tensor) else None
+            if entry is not None and entry[0] is x and entry[1] == x._version:
+                self.followed[entry[2]] = (name, type(module).__name__,
+                                           uses_input_statistics(module))
+        return hook
+
+
+@dataclass
+class Selection:
+    """The fixed set: group -> {parameter name: parameter}, plus what was left out."""
+    groups: Dict[str, Dict[str, nn.Parameter]]
+    reasons: Dict[str, str]                       # selected name -> why it is fixed
+    excluded: List[Tuple[str, int, str]] = field(default_factory=list)  # name, numel, why
+
+
+def _match(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_fixed_params(model: nn.Module,
+                        followed: Dict[str, Tuple[str, str, bool]],
+                        include: Sequence[str] = (),
+                        exclude: Sequence[str] = (),
+                        groups: Optional[Sequence[dict]] = None,
+                        detect: bool = True) -> Selection:
+    """Build the fixed set of ``model`` (unwrapped, names as in its state_dict).
+
+    Args:
+        followed: output of :class:`NormFollowTracer` (may be empty).
+        include: fnmatch patterns of parameter names to fix in addition.
+        exclude: fnmatch patterns of parameter names never to fix.
+        groups: ``[dict(name=..., include=[patterns])]``: fix these parts
+            independently; the rest of the fixed set forms group ``'default'``.
+        detect: select scale-invariant weights automatically (else only
+            ``include``).
+    """
+    for key, patterns in (('include', include), ('exclude', exclude)):
+        if isinstance(patterns, str):
+            raise TypeError(f'FixNorm: `{key}` must be a list of patterns, '
+                            f'got the string {patterns!r}')
+    names = dict(model.named_parameters())
+    for key, patterns in (('include', include), ('exclude', exclude)):
+        for p in patterns:
+            if not any(fnmatch.fnmatchcase(n, p) for n in names):
+                raise ValueError(
+                    f'FixNorm: {key} pattern {p!r} matches no parameter of the model '
+                    f'(e.g. {", ".join(list(names)[:3])}, ...)')
+
+    candidates: Dict[str, str] = {}
+    excluded: List[Tuple[str, int, str]] = []
+    for mod_name, module in model.named_modules():
+        weight = getattr(module, 'weight', None)
+        if not isinstance(weight, nn.Parameter):
+            continue
+        pname = f'{mod_name}.weight' if mod_name else 'weight'
+        if isinstance(module, (FixNormLinear, FixNormConv2d)):
+            candidates[pname] = 'FixNorm layer'
+        elif isinstance(module, (WNConv2d, WNLinear)):
+            candidates[pname] = 'weight-normalized'
+        elif isinstance(module, WEIGHT_LAYER_TYPES):
+            follow = followed.get(mod_name)
+            if follow is None:
+                excluded.append((pname, weight.numel(), 'not followed by a normalization'))
+            elif not follow[2]:
+                excluded.append((pname, weight.numel(),
+                                 f'followed by {follow[1]} in eval mode (frozen '
+                                 f'statistics): not scale-invariant'))
+            else:
+                candidates[pname] = f'followed by {follow[1]}'
+    if not detect:
+        candidates = {}
+    for n in names:
+        if _match(n, include):
+            candidates[n] = 'include pattern'
+
+    selected: Dict[str, str] = {}
+    for n, why in candidates.items():
+        p = names[n]
+        if _match(n, exclude):
+            excluded.append((n, p.numel(), 'exclude pattern'))
+        elif not p.requires_grad:
+            excluded.append((n, p.numel(), 'frozen (requires_grad=False)'))
+        else:
+            selected[n] = why
+
+    group_cfgs = list(groups or [])
+    fixed: Dict[str, Dict[str, nn.Parameter]] = {}
+    for n in selected:
+        group = next((g['name'] for g in group_cfgs if _match(n, g['include'])), 'default')
+        fixed.setdefault(group, {})[n] = names[n]
+    return Selection(groups=fixed, reasons=selected, excluded=excluded)
+
+
+@torch.no_grad()
+def drop_zero_norm(selection: Selection) -> Selection:
+    """Leave out tensors that are exactly zero (zero-initialised layers): they
+    carry no direction yet and their scale cannot be fixed."""
+    for group in list(selection.groups):
+        named = selection.groups[group]
+        if not named:
+            continue
+        norms = torch.stack(torch._foreach_norm(list(named.values()))).tolist()
+        for (n, p), v in zip(list(named.items()), norms):
+            if v == 0.0:
+                del named[n]
+                del selection.reasons[n]
+                selection.excluded.append((n, p.numel(), 'zero norm at start (zero-initialised)'))
+        if not named:
+            del selection.groups[group]
+    return selection
+
+
+def format_table(selection: Selection, reference_norms: Dict[str, Tensor],
+                 max_excluded: int = 20) -> str:
+    """The startup table: groups, sizes, reference norms, and what was left out."""
+    lines = ['FixNorm fixed set', f'{"group":<16}{"tensors":>9}{"params":>14}{"reference norm":>18}']
+    for g, named in selection.groups.items():
+        ref = reference_norms[g]
+        ref_s = f'{ref.item():.6g}' if ref.numel() == 1 else f'per layer ({ref.numel()})'
+        lines.append(f'{g:<16}{len(named):>9}{sum(p.numel() for p in named.values()):>14,}{ref_s:>18}')
+    lines.append('fixed tensors:')
+    for g, named in selection.groups.items():
+        for n in named:
+            lines.append(f'  [{g}] {n}  ({selection.reasons[n]})')
+    by_reason: Dict[str, List[Tuple[str, int]]] = {}
+    for n, numel, why in selection.excluded:
+        by_reason.setdefault(why, []).append((n, numel))
+    if by_reason:
+        lines.append('left out of the fixed set (biases, norm and gain parameters are never fixed):')
+        for why, items in by_reason.items():
+            shown = ', '.join(n for n, _ in items[:max_excluded])
+            more = f', ... (+{len(items) - max_excluded})' if len(items) > max_excluded else ''
+            lines.append(f'  {why}: {len(items)} tensors, '
+                         f'{sum(k for _, k in items):,} params: {shown}{more}')
+    return '\n'.join(lines)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
+def iter_normalized_layers(model: nn.Module) -> Iterable[Tuple[str, nn.Module]]:
+    for name, m in unwrap(model).named_modules():
+        if isinstance(m, (FixNormLinear, FixNormConv2d, WNConv2d, WNLinear)):
+            yield name, m
