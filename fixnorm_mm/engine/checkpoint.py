@@ -8,7 +8,16 @@ arrays in the logged scalars), so ``resume=True`` fails out of the box.
 
 We keep safe loading on and allow-list exactly those types, nothing else
 (:data:`MMENGINE_CHECKPOINT_GLOBALS`). Importing ``fixnorm_mm`` does it.
+
+One entry needs care: ``HistoryBuffer.__getstate__`` stores its statistics
+methods, which pickle as ``getattr(HistoryBuffer, 'mean')``. Allow-listing
+the builtin ``getattr`` would let a checkpoint read any attribute of anything;
+instead the name ``builtins.getattr`` is bound, for the safe loader only, to
+:func:`history_buffer_method`, which returns HistoryBuffer's registered
+statistics methods and refuses everything else.
 """
+import pickle
+
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
@@ -22,8 +31,18 @@ def _numpy_globals() -> list:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
 
 
+def history_buffer_method(owner, name: str):
+    """``getattr`` restricted to what mmengine checkpoints use it for."""
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return HistoryBuffer._statistics_methods[name]
+    raise pickle.UnpicklingError(
+        f'fixnorm_mm safe loading: refusing getattr({owner!r}, {name!r}); mmengine '
+        'checkpoints only need HistoryBuffer statistics methods')
+
+
 #: Everything beyond tensors and containers that an mmengine checkpoint holds.
-MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, *_numpy_globals()]
+MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, *_numpy_globals(),
+                               (history_buffer_method, 'builtins.getattr')]
 
 
 def allow_mmengine_checkpoints() -> None:

@@ -8,7 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from torch import Tensor, nn
 
-from ..layers import FixNormConv2d, FixNormLinear
+from ..layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from ..mcbr import mcbr
 from ..norm_fixing import FixNormController
 from ..norm_fixing.selection import unwrap
@@ -159,6 +159,10 @@ class MCBRHook(Hook):
             return {}
         if isinstance(self.layer, (FixNormLinear, FixNormConv2d)):
             return {'g': self.layer.g.detach(), 'g_capped': self.layer.effective_scale}
+        if isinstance(self.layer, (WNLinear, WNConv2d)):
+            # one g per output unit: ||g * v / ||v|| || = ||g||, the norm of the
+            # weight the layer applies (||v|| itself is fixed by Algo 1)
+            return {'g': self.layer.g.detach().norm()}
         return {'weight_norm': self.layer.weight.detach().norm()}
 
     def mcbr_scalar(self, data_batch) -> Dict[str, Tensor]:
@@ -166,6 +170,10 @@ class MCBRHook(Hook):
         if x is None or data_batch is None:
             return {}
         weight = self.layer.weight
+        if isinstance(self.layer, (WNLinear, WNConv2d)):
+            # per-unit g changes the directions of W_j - W_y, so Eq. 9 needs the
+            # applied weight (FixNorm's scalar factor cancels in the cosine)
+            weight = self.layer.wn_weight()
         if x.dim() == 4:
             if weight.shape[-2:] != (1, 1):
                 return {}  # kxk conv: MCBR is defined for FC and 1x1 (pixel) classifiers

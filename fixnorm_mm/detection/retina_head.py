@@ -1,0 +1,92 @@
+"""RetinaNet heads of the FixNorm paper's COCO experiments (App. D.3, Table 4).
+
+"we add Weight Normalization layers to all the convolution layers that are
+not followed by normalizations (include layers in FPN and classification
+subnet and bounding-box prediction subnet), for all the models. We also
+replace the last convolution layer of the classification subnet with
+FixNorm-Conv when trained with our FixNorm method. The last convolution layer
+of the bounding-box prediction subnet [...] does not suffer from the problem
+identified in section 2.3, so we do not replace it with FixNorm-Conv."
+
+Hence two heads, both mmdet ``RetinaHead`` with its anchors, losses and
+initialisation untouched:
+
+* :class:`WNRetinaHead` (the baselines): every conv is built from
+  ``conv_cfg`` (default ``WNConv2d``): the stacked subnet convs, ``retina_cls``
+  and ``retina_reg``.
+* :class:`FixNormRetinaHead` (FixNorm-tune rows): the same, but ``retina_cls``
+  is FixNorm-Conv (Eq. 29) with the cap ``alpha * sqrt(c_out)``, where
+  ``c_out = num_anchors * num_classes``: the classifier scores every anchor
+  of every position for every class, so all of its output channels are
+  classes in the sense of Sec. 2.3.
+
+The focal-loss prior-probability bias ``-log((1 - pi) / pi)`` (mmdet's
+``init_cfg`` override on ``retina_cls``) is kept: FixNorm-Conv adds its bias
+after scaling, and g starts at ||W||, so at initialisation both heads compute
+exactly what the plain ``RetinaHead`` with the same weights computes.
+"""
+from typing import Optional
+
+from mmcv.cnn import build_conv_layer
+from mmdet.models.dense_heads import RetinaHead
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..layers import FixNormConv2d
+
+
+def _rebuilt(conv: nn.Conv2d, conv_cfg: Optional[dict]) -> nn.Module:
+    """A conv of ``conv_cfg``'s type with ``conv``'s shape (and no weights to
+    copy: mmdet's ``init_cfg`` initialises the head after construction)."""
+    return build_conv_layer(conv_cfg, conv.in_channels, conv.out_channels,
+                            conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                            bias=conv.bias is not None)
+
+
+@MODELS.register_module()
+class WNRetinaHead(RetinaHead):
+    """``RetinaHead`` whose convs are all weight-normalised (App. D.3).
+
+    Args:
+        conv_cfg: type of every conv of the head, the final ``retina_cls`` and
+            ``retina_reg`` included. Default ``dict(type='WNConv2d')``.
+        Other arguments are those of mmdet's ``RetinaHead``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int,
+                 conv_cfg: Optional[dict] = dict(type='WNConv2d'), **kwargs) -> None:
+        super().__init__(num_classes, in_channels, conv_cfg=conv_cfg, **kwargs)
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        self.retina_cls = self._classifier(self.retina_cls)
+        # regression is not classification: no cross-boundary risk, no FixNorm
+        self.retina_reg = _rebuilt(self.retina_reg, self.conv_cfg)
+
+    def _classifier(self, plain: nn.Conv2d) -> nn.Module:
+        return _rebuilt(plain, self.conv_cfg)
+
+
+@MODELS.register_module()
+class FixNormRetinaHead(WNRetinaHead):
+    """:class:`WNRetinaHead` whose classifier ``retina_cls`` is FixNorm-Conv:
+
+        retina_cls(x) = Conv(x, W) / ||W||_2 * min(g, alpha * sqrt(A * K)) + b   (29)
+
+    with A anchors per position and K classes (``c_out = A * K``).
+
+    Args:
+        alpha: FixNorm's alpha (Table 4: 0.5); not the focal loss's alpha,
+            which stays in ``loss_cls``.
+        Other arguments are those of :class:`WNRetinaHead`.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, alpha: float = 1.0,
+                 **kwargs) -> None:
+        self.alpha = alpha  # read by _init_layers, which RetinaHead.__init__ calls
+        super().__init__(num_classes, in_channels, **kwargs)
+
+    def _classifier(self, plain: nn.Conv2d) -> nn.Module:
+        return FixNormConv2d(plain.in_channels, plain.out_channels, plain.kernel_size,
+                             alpha=self.alpha, stride=plain.stride, padding=plain.padding,
+                             bias=plain.bias is not None)

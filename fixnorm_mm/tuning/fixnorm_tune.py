@@ -1,0 +1,174 @@
+"""FixNorm-tune: Algo 2 of "FixNorm: Dissecting Weight Decay for Training Deep
+Neural Networks" (Zhou, Sun & Zhong), independent of how a trial is run.
+
+With FixNorm, lr sets the effective learning rate and alpha the cross-boundary
+risk, so the two are tuned separately (Sec. 2.4), with two priors on lr: the
+metric is roughly concave in lr, and the best lr of a shorter training is an
+upper bound of the best lr of a longer one.
+
+Phase 1, rounds r = 0 .. N-1: probe K learning rates in the current range at
+alpha_0 for T_r steps; the best one becomes the new upper bound lr_max
+(line 5), and lr_best if it beats every earlier round (lines 6-8).
+Phase 2: at lr_best and T_{N-1}, try alpha_1 .. alpha_{m-1} (alpha_0 was the
+alpha of Phase 1) and keep the best (lines 11-16).
+Cost: K * sum(T) + (m - 1) * T_{N-1}; 11 T_max with the paper's setup (Sec. 3).
+
+The lr sampling rule (Algo 2's ``UniformSample``, made precise here so that it
+reproduces the probes the paper reports in Sec. 3.1, see :func:`lr_probes`):
+
+* round 0 samples the half-open range (lr_min, lr_max] with step
+  (lr_max - lr_min) / K: [0.2, 3.2], K = 5 -> {0.8, 1.4, 2.0, 2.6, 3.2};
+* a later round samples the open range (lr_min, lr_max) with step
+  (lr_max - lr_min) / (K + 1): its upper bound is the previous round's best lr,
+  already probed, so the K new points lie strictly inside. After 2.6 this gives
+  {0.6, 1.0, 1.4, 1.8, 2.2} (paper: 1.4 found for ResNet50-D), after 0.8
+  {0.3, 0.4, 0.5, 0.6, 0.7} (paper: 0.5 for MobileNetV2).
+"""
+import math
+from typing import Callable, Iterable, List, Optional, Sequence
+
+from .trial import Trial, TuneResult, call_objective, check_range
+
+#: alpha candidates of the paper (Sec. 3, App. D.2, D.3).
+PAPER_ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+#: T = [0.2 T_max, T_max] (Sec. 3).
+PAPER_BUDGETS = (0.2, 1.0)
+#: lr ranges of the paper: ImageNet from scratch (Sec. 3), fine-tuning from
+#: ImageNet weights on Cityscapes and COCO (App. D.2, D.3).
+PAPER_LR_RANGES = {'imagenet': (0.2, 3.2), 'cityscapes': (0.005, 0.1), 'coco': (0.005, 0.1)}
+
+
+def _clean(x: float) -> float:
+    """Drop float noise (0.2 + 0.6 = 0.8000000000000002 -> 0.8): probes are
+    printed, written into configs and compared with the paper's numbers."""
+    return float(f'{x:.12g}')
+
+
+def lr_probes(lr_min: float, lr_max: float, k: int, first_round: bool) -> List[float]:
+    """The K learning rates of one round of Algo 2 (line 2), ascending.
+
+    First round: ``lr_min + i * (lr_max - lr_min) / K`` for i = 1..K, i.e.
+    (lr_min, lr_max]: lr_min itself is the range's floor, not a candidate.
+    Later rounds: ``lr_min + i * (lr_max - lr_min) / (K + 1)`` for i = 1..K,
+    i.e. K points strictly inside (lr_min, lr_max), because lr_max is the lr
+    that won the previous round. Both rules together are the only uniform
+    grids that give the probe sets of Sec. 3.1 (see the module docstring and
+    docs/tuning.md).
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f'K must be an int >= 1, got {k!r}')
+    lr_min, lr_max = check_range('lr range', (lr_min, lr_max))
+    step = (lr_max - lr_min) / (k if first_round else k + 1)
+    return [_clean(lr_min + i * step) for i in range(1, k + 1)]
+
+
+class FixNormTune:
+    """Algo 2. ``FixNormTune(lr_range, K, budgets, alphas).run(objective)``.
+
+    Args:
+        lr_range: initial [lr_min, lr_max].
+        K: learning rates per lr round.
+        budgets: T = [T_0, ..., T_{N-1}] as fractions of T_max (non-decreasing);
+            N = len(budgets) lr rounds.
+        alphas: alpha candidates; alpha_0 is used during the lr rounds.
+
+    ``objective(lr, alpha, budget_fraction)`` trains and returns the metric
+    (higher is better); see :mod:`fixnorm_mm.tuning.trial`.
+    """
+    method = 'fixnorm-tune'
+
+    def __init__(self, lr_range: Sequence[float] = PAPER_LR_RANGES['imagenet'], K: int = 5,
+                 budgets: Sequence[float] = PAPER_BUDGETS,
+                 alphas: Sequence[float] = PAPER_ALPHAS) -> None:
+        self.lr_range = check_range('lr_range', lr_range)
+        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+            raise ValueError(f'FixNormTune: K must be an int >= 1, got {K!r}')
+        self.K = K
+        budgets = [float(b) for b in budgets]
+        if not budgets or any(not 0 < b <= 1 for b in budgets) \
+                or any(a > b for a, b in zip(budgets, budgets[1:])):
+            raise ValueError('FixNormTune: budgets must be fractions of T_max in (0, 1] with '
+                             f'T_i <= T_(i+1) (Algo 2), got {list(budgets)}')
+        self.budgets = budgets
+        alphas = [float(a) for a in alphas]
+        if not alphas or any(not (a > 0 and math.isfinite(a)) for a in alphas) \
+                or len(set(alphas)) != len(alphas):
+            raise ValueError(f'FixNormTune: alphas must be distinct positive numbers, got {alphas}')
+        self.alphas = alphas
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> 'FixNormTune':
+        """The paper's setup for ``'imagenet'``, ``'coco'`` or ``'cityscapes'``."""
+        if task not in PAPER_LR_RANGES:
+            raise ValueError(f'FixNormTune: unknown task {task!r}; '
+                             f'known: {sorted(PAPER_LR_RANGES)}')
+        kwargs = dict(lr_range=PAPER_LR_RANGES[task], K=5, budgets=PAPER_BUDGETS,
+                      alphas=PAPER_ALPHAS)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @property
+    def expected_cost(self) -> float:
+        """K * sum(T) + (m - 1) * T_{N-1}, in units of T_max (Sec. 3: 11)."""
+        return _clean(self.K * sum(self.budgets)
+                      + (len(self.alphas) - 1) * self.budgets[-1])
+
+    def run(self, objective: Callable, map: Callable = map,
+            callback: Optional[Callable[[Trial], None]] = None) -> TuneResult:
+        """Run Algo 2.
+
+        Args:
+            objective: ``objective(lr, alpha, budget_fraction) -> metric``.
+            map: evaluates one round's independent trials, ``map(fn, items)``;
+                pass ``ThreadPoolExecutor(n).map`` to run them in parallel.
+            callback: called with each :class:`Trial` once it is recorded.
+
+        Ties go to the first (smallest) lr or alpha; failed trials never win.
+        """
+        trials: List[Trial] = []
+        probes: List[List[float]] = []
+
+        def evaluate(points: Iterable[tuple], round_) -> List[Trial]:
+            points = list(points)
+            outs = list(map(lambda p: call_objective(objective, *p), points))
+            done = []
+            for (lr, alpha, budget), (metric, failed, info) in zip(points, outs):
+                t = Trial(self.method, round_, lr, budget, metric, failed, alpha=alpha, info=info)
+                trials.append(t)
+                done.append(t)
+                if callback is not None:
+                    callback(t)
+            return done
+
+        # Initialization: alpha_best = alpha_0, lr_best = NULL, acc_best = 0 (-inf here,
+        # so that any metric, even a negative one, can win).
+        alpha_best, lr_best, acc_best = self.alphas[0], None, float('-inf')
+        lr_min, lr_max = self.lr_range
+        for r, budget in enumerate(self.budgets):                       # line 1
+            lrs = lr_probes(lr_min, lr_max, self.K, first_round=(r == 0))  # line 2
+            probes.append(lrs)
+            done = evaluate([(lr, alpha_best, budget) for lr in lrs], r)  # line 3
+            best = _argmax(done)                                         # line 4
+            if best is None:
+                continue  # every trial failed: keep the range, the next round retries inside it
+            lr_max = best.lr                                             # line 5
+            if best.metric > acc_best:                                   # lines 6-8
+                acc_best, lr_best = best.metric, best.lr
+        if lr_best is None:
+            raise RuntimeError('FixNormTune: every lr trial failed, there is no lr_best to '
+                               'tune alpha at. Errors: ' + '; '.join(
+                                   f"lr={t.lr}: {t.info.get('error')}" for t in trials[:5]))
+        done = evaluate([(lr_best, a, self.budgets[-1]) for a in self.alphas[1:]],
+                        'alpha')                                         # line 11
+        best = _argmax(done)                                             # line 12
+        if best is not None and best.metric > acc_best:                  # lines 13-15
+            acc_best, alpha_best = best.metric, best.alpha
+        return TuneResult(self.method, trials, best_lr=lr_best, best_metric=acc_best,
+                          best_alpha=alpha_best, lr_probes=probes)
+
+
+def _argmax(trials: List[Trial]) -> Optional[Trial]:
+    ok = [t for t in trials if not t.failed]
+    if not ok:
+        return None
+    return max(ok, key=lambda t: t.metric)  # max keeps the first of equal values
