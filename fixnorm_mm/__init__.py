@@ -9,9 +9,12 @@ checkpoint types for safe loading. Task parts register on import of
 from mmengine.config import utils as _config_utils
 
 from . import registry  # noqa: F401  (the fixnorm_mm scope)
+from .convert import convert_to_fixnorm  # registers the FixNormModel builder
+from .fold import fold_fixnorm
 from .engine import (FixNormAmpOptimWrapper, FixNormHook, FixNormOptimWrapper,
                      FixNormOptimWrapperConstructor, MCBRHook,
                      allow_mmengine_checkpoints)
+from .launch import CPUDistributedDataParallel  # registers the CPU DDP wrapper
 from .layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from .mcbr import mcbr
 from .norm_fixing import NormFixer
@@ -25,4 +28,5 @@ allow_mmengine_checkpoints()
 __all__ = ['FixNormLinear', 'FixNormConv2d', 'WNConv2d', 'WNLinear', 'NormFixer',
            'FixNormOptimWrapper', 'FixNormAmpOptimWrapper',
            'FixNormOptimWrapperConstructor', 'FixNormHook', 'MCBRHook', 'mcbr',
+           'convert_to_fixnorm', 'fold_fixnorm', 'CPUDistributedDataParallel',
            '__version__']

@@ -1,12 +1,21 @@
-"""Evaluate a checkpoint of a fixnorm_mm (or any OpenMMLab) config."""
+"""Evaluate a checkpoint of a fixnorm_mm (or any OpenMMLab) config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR]
+    tools/dist_test.sh CONFIG CHECKPOINT NPROC
+
+Like tools/train.py it imports the plugin and runs on CPU-only machines
+under torchrun/Slurm with gloo (:func:`fixnorm_mm.launch.setup_launch`).
+"""
 import argparse
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import fixnorm_mm  # noqa: F401
+import fixnorm_mm  # noqa: F401  (registers the plugin's components)
+from fixnorm_mm.launch import setup_launch
 
 
 def parse_args():
@@ -35,7 +44,8 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-    runner = Runner.from_cfg(cfg)
+    setup_launch(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.test()
 
 

@@ -1,16 +1,22 @@
 """Train a fixnorm_mm (or any OpenMMLab) config with mmengine's Runner.
 
 The OpenMMLab tools/train.py, with the plugin imported so that every config
-can name its components, and a CPU (gloo) path for torchrun.
+can name its components, and a CPU (gloo) path for torchrun and Slurm
+(:func:`fixnorm_mm.launch.setup_launch`; with a GPU nothing changes)::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
+    tools/dist_train.sh CONFIG NPROC [--cfg-options ...]
 """
 import argparse
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401  (registers the plugin, allows safe resume)
+from fixnorm_mm.launch import setup_launch
 
 
 def parse_args():
@@ -64,7 +70,8 @@ def build_cfg(args) -> Config:
 def main():
     args = parse_args()
     cfg = build_cfg(args)
-    runner = Runner.from_cfg(cfg)
+    setup_launch(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 
 

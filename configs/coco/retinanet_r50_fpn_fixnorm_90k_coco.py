@@ -15,7 +15,3 @@ optim_wrapper = dict(
     constructor='FixNormOptimWrapperConstructor',
     optimizer=dict(lr=0.0145, weight_decay=0),
     fixnorm=dict(include=[], exclude=[], groups=[], per_layer=False))
-
-# g and min(g, cap) of the FixNorm-Conv classifier, the fixed set's norm and its
-# effective lr, every 50 iterations (MCBR itself is for FC/1x1 classifiers).
-custom_hooks = [dict(type='MCBRHook', interval=50, layer='bbox_head.retina_cls')]

@@ -17,6 +17,7 @@ model = dict(
         # in Detectron's RetinaNet, which the paper's setup follows
         loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=1.0)))
 
-# iteration-based logging and checkpoints for the 90k-iteration loop
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))
-log_processor = dict(by_epoch=False)
+# The classifier's scale every 50 iterations: ||g|| of the WN retina_cls here,
+# g and min(g, cap) of FixNorm-Conv in the FixNorm rows, which also log the
+# fixed set's norm and effective lr (MCBR itself is for FC/1x1 classifiers).
+custom_hooks = [dict(type='MCBRHook', interval=50, layer='bbox_head.retina_cls')]

@@ -121,6 +121,8 @@ class MCBRHook(Hook):
         self.ignore_index = ignore_index
         self._captured: Optional[Tensor] = None
         self._handle = None
+        self._samples = None
+        self._samples_handle = None
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
@@ -137,15 +139,28 @@ class MCBRHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if self.layer is not None and self.every_n_train_iters(runner, self.interval):
             self._handle = self.layer.register_forward_hook(self._capture)
+            # labels as the model saw them: mmseg's preprocessor pads images and
+            # gt_sem_seg (with the ignore index) to the crop size on copies of
+            # the data samples, so data_batch keeps the unpadded, unequal masks
+            pre = getattr(unwrap(runner.model), 'data_preprocessor', None)
+            if isinstance(pre, nn.Module):
+                self._samples_handle = pre.register_forward_hook(self._capture_samples)
 
     def _capture(self, module, inputs, output) -> None:
         self._captured = inputs[0].detach()
+
+    def _capture_samples(self, module, inputs, output) -> None:
+        if isinstance(output, dict) and output.get('data_samples') is not None:
+            self._samples = output['data_samples']
 
     @torch.no_grad()
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.every_n_train_iters(runner, self.interval):
             return
         scalars = self.layer_scalars()
+        if self._samples_handle is not None:
+            self._samples_handle.remove()
+            self._samples_handle = None
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
@@ -167,7 +182,10 @@ class MCBRHook(Hook):
 
     def mcbr_scalar(self, data_batch) -> Dict[str, Tensor]:
         x, self._captured = self._captured, None
-        if x is None or data_batch is None:
+        samples, self._samples = self._samples, None
+        if samples is None and data_batch is not None:
+            samples = data_batch.get('data_samples')
+        if x is None or samples is None:
             return {}
         weight = self.layer.weight
         if isinstance(self.layer, (WNLinear, WNConv2d)):
@@ -177,10 +195,10 @@ class MCBRHook(Hook):
         if x.dim() == 4:
             if weight.shape[-2:] != (1, 1):
                 return {}  # kxk conv: MCBR is defined for FC and 1x1 (pixel) classifiers
-            labels = batch_labels(data_batch.get('data_samples'), size=x.shape[-2:])
+            labels = batch_labels(samples, size=x.shape[-2:])
             x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
         else:
-            labels = batch_labels(data_batch.get('data_samples'))
+            labels = batch_labels(samples)
         if labels is None:
             return {}
         return {'mcbr': mcbr(x, weight, labels.to(x.device).reshape(-1),

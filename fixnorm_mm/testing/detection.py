@@ -103,8 +103,8 @@ def make_coco_dataset(root: str, num_train: int = 8, num_val: int = 2,
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     categories = [dict(id=i + 1, name=c) for i, c in enumerate(classes)]
-    for split, n, img_dir, ann in (('train', num_train, data.train_img, data.train_ann),
-                                   ('val', num_val, data.val_img, data.val_ann)):
+    for n, img_dir, ann in ((num_train, data.train_img, data.train_ann),
+                            (num_val, data.val_img, data.val_ann)):
         os.makedirs(osp.join(root, img_dir), exist_ok=True)
         images, annotations = [], []
         for i in range(n):
@@ -131,7 +131,7 @@ def shrink_coco_config(cfg, data: CocoToy, work_dir: str, max_iters: int = 4,
                        batch_size: int = 2, image_size: Optional[int] = None,
                        tiny_model: bool = True, width: int = 16,
                        val_interval: Optional[int] = None, score_thr: float = 0.0,
-                       seed: int = 0):
+                       seed: int = 0, format_python_code: bool = False):
     """A copy of an mmdet COCO config that trains on ``data`` in seconds on a CPU.
 
     What changes:
@@ -143,16 +143,21 @@ def shrink_coco_config(cfg, data: CocoToy, work_dir: str, max_iters: int = 4,
     * model: ``num_classes`` everywhere; ``init_cfg`` of the backbone dropped
       (no ImageNet download). With ``tiny_model``, a ResNet backbone becomes
       ResNet-18 with ``base_channels=8`` (same ``frozen_stages``,
-      ``norm_eval``, ``out_indices``) and necks and heads get ``width``
-      channels. Test-time ``score_thr`` (default 0): an untrained detector
-      scores below mmdet's 0.05, and COCO mAP needs detections to rank.
+      ``norm_eval``, ``out_indices``) and the neck and heads (one-stage,
+      RPN, RoI) get ``width`` channels: mmdet's RetinaNet and Faster R-CNN
+      ResNet-FPN configs shrink as well as this project's. Test-time
+      ``score_thr`` (default 0): an untrained detector scores below mmdet's
+      0.05, and COCO mAP needs detections to rank.
     * schedule: an ``IterBasedTrainLoop`` of ``max_iters`` that validates
       every ``val_interval`` (default: once, at the end); every parameter
       scheduler is rescaled in time by ``max_iters / original length`` and
       counted in iterations (an epoch counts :data:`COCO_ITERS_PER_EPOCH`),
       so a step schedule keeps its steps and a warmup stays a warmup.
     * runtime: ``work_dir``, log every iteration, a checkpoint at the end,
-      hooks with an ``interval`` (MCBRHook, ...) every iteration, seed.
+      hooks with an ``interval`` (MCBRHook, ...) every iteration, seed; and
+      no yapf formatting of the config text (``format_python_code``): the
+      Runner logs, dumps and checkpoints it five times, which takes longer
+      than training the tiny model.
 
     Args:
         cfg: an mmengine ``Config`` (not modified).
@@ -191,7 +196,8 @@ def shrink_coco_config(cfg, data: CocoToy, work_dir: str, max_iters: int = 4,
     cfg.resume = False
     cfg.env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'),
                        mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
-    return cfg
+    return Config(cfg.to_dict(), filename=cfg.filename,
+                  format_python_code=format_python_code)
 
 
 def _innermost_dataset(dataset: dict) -> dict:
@@ -245,8 +251,7 @@ def _shrink_data(cfg, data: CocoToy, batch_size: int, size: int) -> None:
                           backend_args=None)
 
 
-#: ResNet variants that the tiny model can replace, with their block expansion
-#: at depth 18 (BasicBlock).
+#: ResNet variants whose ``depth=18, base_channels=8`` is the tiny backbone.
 _RESNETS = ('ResNet', 'ResNetV1d', 'ResNetV1c')
 
 
@@ -286,6 +291,19 @@ def _shrink_model(model: dict, num_classes: int, tiny: bool, width: int,
         head = model.get(key)
         if head is not None:
             head.update(in_channels=width, feat_channels=width)
+    # two-stage detectors: RoI extractors and RoI heads (lists for cascades)
+    roi_head = model.get('roi_head') or {}
+    for key, part in roi_head.items():
+        for p in part if isinstance(part, list) else [part]:
+            if not isinstance(p, dict):
+                continue
+            if key.endswith('_roi_extractor'):
+                p['out_channels'] = width
+            elif key.endswith('_head'):
+                p['in_channels'] = width
+                for k in ('fc_out_channels', 'conv_out_channels'):
+                    if k in p:
+                        p[k] = 2 * width
 
 
 def _schedule_length(cfg) -> float:
@@ -302,8 +320,9 @@ def _rescaled_schedulers(schedulers, factor: float) -> list:
     """Each scheduler moved to iterations and rescaled in time by ``factor``.
 
     ``begin``/``end``/``milestones``/``T_max`` are scaled and rounded, with
-    every interval kept at least one iteration long (mmengine rejects
-    ``end <= begin``)."""
+    every scheduler kept at least two iterations long: mmengine's LinearLR
+    reaches its end factor only at its second step, so a one-iteration warmup
+    would leave the lr at ``start_factor`` for good."""
     if schedulers is None:
         return []
     out = []
@@ -319,7 +338,7 @@ def _rescaled_schedulers(schedulers, factor: float) -> list:
         s['begin'] = begin
         if 'end' in s and s['end'] is not None and math.isfinite(s['end']) \
                 and s['end'] < 1e8:
-            s['end'] = max(begin + 1, scaled(s['end']))
+            s['end'] = max(begin + 2, scaled(s['end']))
         if 'milestones' in s:
             s['milestones'] = [max(begin + 1, scaled(m)) for m in s['milestones']]
         if 'T_max' in s:

@@ -13,16 +13,23 @@ Phase 2: at lr_best and T_{N-1}, try alpha_1 .. alpha_{m-1} (alpha_0 was the
 alpha of Phase 1) and keep the best (lines 11-16).
 Cost: K * sum(T) + (m - 1) * T_{N-1}; 11 T_max with the paper's setup (Sec. 3).
 
-The lr sampling rule (Algo 2's ``UniformSample``, made precise here so that it
-reproduces the probes the paper reports in Sec. 3.1, see :func:`lr_probes`):
+The lr sampling rule (Algo 2's ``UniformSample``) is made precise so that it
+reproduces every learning rate the paper reports (:func:`lr_probes`):
 
 * round 0 samples the half-open range (lr_min, lr_max] with step
-  (lr_max - lr_min) / K: [0.2, 3.2], K = 5 -> {0.8, 1.4, 2.0, 2.6, 3.2};
-* a later round samples the open range (lr_min, lr_max) with step
-  (lr_max - lr_min) / (K + 1): its upper bound is the previous round's best lr,
-  already probed, so the K new points lie strictly inside. After 2.6 this gives
-  {0.6, 1.0, 1.4, 1.8, 2.2} (paper: 1.4 found for ResNet50-D), after 0.8
-  {0.3, 0.4, 0.5, 0.6, 0.7} (paper: 0.5 for MobileNetV2).
+  (lr_max - lr_min) / K: [0.2, 3.2], K = 5 -> {0.8, 1.4, 2.0, 2.6, 3.2} (Sec. 3.1);
+* a later round samples K evenly spaced points from lr_min to the new upper
+  bound, both included (``'inclusive'``, the default): after 2.6 this gives
+  {0.2, 0.8, 1.4, 2.0, 2.6} (paper: 1.4 for ResNet50-D), after 0.8
+  {0.2, 0.35, 0.5, 0.65, 0.8} (paper: 0.5 for MobileNetV2). The prior makes the
+  shorter training's best lr an upper bound (<=), so it is probed again at the
+  longer budget.
+
+The alternative ``'interior'`` rule, K points strictly inside (lr_min, lr_max)
+with step (lr_max - lr_min) / (K + 1), also yields 1.4 and 0.5 in Sec. 3.1, but
+cannot produce the 0.35 and 0.65 of Table 2 (MobileNetV2 350 epochs,
+MobileNetV2x1.54*), which the paper says were tuned with the same setup; the
+inclusive rule reaches every lr of Tables 2-5. docs/tuning.md has the table.
 """
 import math
 from typing import Callable, Iterable, List, Optional, Sequence
@@ -44,22 +51,39 @@ def _clean(x: float) -> float:
     return float(f'{x:.12g}')
 
 
-def lr_probes(lr_min: float, lr_max: float, k: int, first_round: bool) -> List[float]:
-    """The K learning rates of one round of Algo 2 (line 2), ascending.
+#: How a round after the first splits (lr_min, lr_max]; see the module docstring.
+LATER_ROUND_RULES = ('inclusive', 'interior')
+
+
+def lr_probes(lr_min: float, lr_max: float, k: int, first_round: bool,
+              later_rounds: str = 'inclusive') -> List[float]:
+    """The learning rates of one round of Algo 2 (line 2), ascending.
 
     First round: ``lr_min + i * (lr_max - lr_min) / K`` for i = 1..K, i.e.
-    (lr_min, lr_max]: lr_min itself is the range's floor, not a candidate.
-    Later rounds: ``lr_min + i * (lr_max - lr_min) / (K + 1)`` for i = 1..K,
-    i.e. K points strictly inside (lr_min, lr_max), because lr_max is the lr
-    that won the previous round. Both rules together are the only uniform
-    grids that give the probe sets of Sec. 3.1 (see the module docstring and
-    docs/tuning.md).
+    (lr_min, lr_max]: lr_min is the range's floor, not a candidate.
+    Later rounds, ``'inclusive'``: ``lr_min + i * (lr_max - lr_min) / (K - 1)``
+    for i = 0..K-1 (both ends: lr_max, the last round's winner, is the upper
+    bound of the best lr of the longer training); ``'interior'``:
+    ``lr_min + i * (lr_max - lr_min) / (K + 1)`` for i = 1..K.
+    A range that has collapsed to one point (lr_min won the last round) gives
+    that single lr: probing it K times would cost K trials and say nothing new.
     """
-    if not isinstance(k, int) or k < 1:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f'K must be an int >= 1, got {k!r}')
+    if later_rounds not in LATER_ROUND_RULES:
+        raise ValueError(f'later_rounds must be one of {LATER_ROUND_RULES}, got {later_rounds!r}')
+    if not first_round and lr_max == lr_min:
+        return [_clean(lr_min)]
     lr_min, lr_max = check_range('lr range', (lr_min, lr_max))
-    step = (lr_max - lr_min) / (k if first_round else k + 1)
-    return [_clean(lr_min + i * step) for i in range(1, k + 1)]
+    if first_round:
+        step, first = (lr_max - lr_min) / k, 1
+    elif later_rounds == 'interior':
+        step, first = (lr_max - lr_min) / (k + 1), 1
+    else:
+        if k == 1:
+            return [_clean(lr_max)]
+        step, first = (lr_max - lr_min) / (k - 1), 0
+    return [_clean(lr_min + i * step) for i in range(first, first + k)]
 
 
 class FixNormTune:
@@ -71,6 +95,9 @@ class FixNormTune:
         budgets: T = [T_0, ..., T_{N-1}] as fractions of T_max (non-decreasing);
             N = len(budgets) lr rounds.
         alphas: alpha candidates; alpha_0 is used during the lr rounds.
+        later_rounds: how rounds after the first sample their range,
+            ``'inclusive'`` (default, reproduces all the paper's lrs) or
+            ``'interior'`` (see :func:`lr_probes`).
 
     ``objective(lr, alpha, budget_fraction)`` trains and returns the metric
     (higher is better); see :mod:`fixnorm_mm.tuning.trial`.
@@ -79,7 +106,8 @@ class FixNormTune:
 
     def __init__(self, lr_range: Sequence[float] = PAPER_LR_RANGES['imagenet'], K: int = 5,
                  budgets: Sequence[float] = PAPER_BUDGETS,
-                 alphas: Sequence[float] = PAPER_ALPHAS) -> None:
+                 alphas: Sequence[float] = PAPER_ALPHAS,
+                 later_rounds: str = 'inclusive') -> None:
         self.lr_range = check_range('lr_range', lr_range)
         if not isinstance(K, int) or isinstance(K, bool) or K < 1:
             raise ValueError(f'FixNormTune: K must be an int >= 1, got {K!r}')
@@ -95,6 +123,10 @@ class FixNormTune:
                 or len(set(alphas)) != len(alphas):
             raise ValueError(f'FixNormTune: alphas must be distinct positive numbers, got {alphas}')
         self.alphas = alphas
+        if later_rounds not in LATER_ROUND_RULES:
+            raise ValueError(f'FixNormTune: later_rounds must be one of {LATER_ROUND_RULES}, '
+                             f'got {later_rounds!r}')
+        self.later_rounds = later_rounds
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> 'FixNormTune':
@@ -109,7 +141,10 @@ class FixNormTune:
 
     @property
     def expected_cost(self) -> float:
-        """K * sum(T) + (m - 1) * T_{N-1}, in units of T_max (Sec. 3: 11)."""
+        """K * sum(T) + (m - 1) * T_{N-1}, in units of T_max (Sec. 3: 11).
+
+        What :meth:`run` spends unless a later round's range collapses to one lr.
+        """
         return _clean(self.K * sum(self.budgets)
                       + (len(self.alphas) - 1) * self.budgets[-1])
 
@@ -145,7 +180,8 @@ class FixNormTune:
         alpha_best, lr_best, acc_best = self.alphas[0], None, float('-inf')
         lr_min, lr_max = self.lr_range
         for r, budget in enumerate(self.budgets):                       # line 1
-            lrs = lr_probes(lr_min, lr_max, self.K, first_round=(r == 0))  # line 2
+            lrs = lr_probes(lr_min, lr_max, self.K, first_round=(r == 0),
+                            later_rounds=self.later_rounds)              # line 2
             probes.append(lrs)
             done = evaluate([(lr, alpha_best, budget) for lr in lrs], r)  # line 3
             best = _argmax(done)                                         # line 4

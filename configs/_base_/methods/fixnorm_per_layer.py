@@ -1,0 +1,5 @@
+# Method switch: per-layer fixed norm (Hoffer et al. 2018, "Norm matters",
+# discussed in the FixNorm paper): like FixNorm, but every tensor keeps its
+# *own* initial norm instead of the fixed set keeping its global one.
+_base_ = ['./fixnorm.py']
+optim_wrapper = dict(fixnorm=dict(per_layer=True))

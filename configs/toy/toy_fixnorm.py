@@ -1,0 +1,44 @@
+# A FixNorm training that takes seconds on one CPU core, for tuning tests and
+# the CPU benchmark of docs/tuning.md: a small BN CNN with a FixNorm-FC
+# classifier (Eq. 10) on synthetic 8x8 digits with 20% label noise
+# (fixnorm_mm/tuning/toy.py). T_max = 320 iterations (10 epochs of 1024 images).
+custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.tuning.toy'],
+                      allow_failed_imports=False)
+default_scope = None
+
+model = dict(type='TuneToyNet', num_classes=10, width=16, alpha=1.0, head='fixnorm')
+
+train_dataloader = dict(
+    batch_size=32, num_workers=0,
+    dataset=dict(type='TuneToyDigits', num_samples=1024, split_seed=0, noise=1.0,
+                 label_noise=0.2),
+    sampler=dict(type='DefaultSampler', shuffle=True))
+val_dataloader = dict(
+    batch_size=256, num_workers=0,
+    dataset=dict(type='TuneToyDigits', num_samples=1024, split_seed=1, noise=1.0),
+    sampler=dict(type='DefaultSampler', shuffle=False))
+val_evaluator = dict(type='TuneToyAccuracy')
+val_cfg = dict()
+
+train_cfg = dict(by_epoch=False, max_iters=320, val_interval=320)
+# the paper's schedule shape (Sec. 3): linear warm-up, then cosine decay to 0
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=32),
+    dict(type='CosineAnnealingLR', T_max=288, eta_min=0, by_epoch=False, begin=32, end=320),
+]
+optim_wrapper = dict(
+    type='FixNormOptimWrapper',
+    constructor='FixNormOptimWrapperConstructor',
+    optimizer=dict(type='SGD', lr=0.8, momentum=0.9, nesterov=True, weight_decay=0),
+    fixnorm=dict(include=[], exclude=[], groups=[], per_layer=False))
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=80, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=160, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
+log_level = 'WARNING'

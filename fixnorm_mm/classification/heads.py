@@ -1,0 +1,70 @@
+"""FixNorm-FC (Eq. 10) as an mmpretrain classification head.
+
+    FixNorm-FC(x; W, g, alpha) = x^T W / ||W||_2 * min(g, alpha * sqrt(#class))   (10)
+
+The final FC layer is the one layer of a classifier that no normalisation
+follows; Sec. 2.3 shows that what weight decay does there is to bound the
+logit scale and with it the cross-boundary risk (MCBR, Eq. 9). FixNorm-FC
+makes that bound explicit (``alpha``), and its weight W, being
+scale-invariant, joins the set whose global norm Algo 1 keeps fixed.
+"""
+from typing import Tuple
+
+from mmpretrain.models.heads import LinearClsHead
+from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
+from ..layers import FixNormLinear
+
+
+@MODELS.register_module()
+class DropoutLinearClsHead(LinearClsHead):
+    """``LinearClsHead`` with dropout on the pooled feature before the FC layer
+    (EfficientNet's top dropout, 0.2 for B0 and B1). mmpretrain's own
+    ``LinearClsHead`` has none, and the paper trains EfficientNet with its
+    reference implementation's settings (Sec. 3).
+
+    Args:
+        dropout_rate: probability of zeroing a feature in training; 0 makes
+            this head exactly ``LinearClsHead``.
+        Other arguments are those of ``LinearClsHead``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, dropout_rate: float = 0.,
+                 **kwargs) -> None:
+        if not 0 <= dropout_rate < 1:
+            raise ValueError(f'{type(self).__name__}: dropout_rate must be in [0, 1), '
+                             f'got {dropout_rate!r}')
+        super().__init__(num_classes, in_channels, **kwargs)
+        self.dropout_rate = dropout_rate
+        self.dropout = nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity()
+
+    def forward(self, feats: Tuple[Tensor]) -> Tensor:
+        return self.fc(self.dropout(self.pre_logits(feats)))
+
+
+@MODELS.register_module()
+class FixNormClsHead(DropoutLinearClsHead):
+    """A linear classification head whose FC layer is FixNorm-FC (Eq. 10).
+
+    Drop-in for ``LinearClsHead`` in any mmpretrain classifier: only ``type``
+    and ``alpha`` change in a config. ``fc.weight`` is initialised like the
+    plain head's (mmpretrain's ``Normal(std=0.01)`` matches ``FixNormLinear``
+    as an ``nn.Linear``), and g = ||W|| at the first forward, so at
+    initialisation the head computes what ``LinearClsHead`` computes as long
+    as ||W|| is below the cap ``alpha * sqrt(num_classes)``.
+
+    Args:
+        alpha: the paper's alpha; the cap on g is ``alpha * sqrt(num_classes)``.
+        dropout_rate: see :class:`DropoutLinearClsHead`.
+        Other arguments are those of ``LinearClsHead``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, alpha: float,
+                 dropout_rate: float = 0., **kwargs) -> None:
+        super().__init__(num_classes, in_channels, dropout_rate=dropout_rate, **kwargs)
+        self.fc = FixNormLinear(self.in_channels, self.num_classes, alpha=alpha)
+
+    @property
+    def alpha(self) -> float:
+        return self.fc.alpha

@@ -1,0 +1,31 @@
+"""Hyperparameter search for FixNorm: FixNorm-tune (Algo 2) and the BO+WD baseline.
+
+* :class:`FixNormTune` — Algo 2 as a plain object: ``FixNormTune(lr_range, K,
+  budgets, alphas).run(objective)`` with ``objective(lr, alpha, budget_fraction)
+  -> metric``; cost bookkeeping in units of T_max.
+* :class:`BOWDTune` — Bayesian optimisation of lr and weight decay (Optuna), on
+  the same objective interface.
+* :func:`scale_schedule` — the ``--cfg-options`` of a budget: the whole schedule
+  (length, warm-up, milestones, cosine/poly ends) shrunk.
+* :class:`TrainingLauncher`, :class:`TrialStore`, :func:`run_fixnorm_tune`,
+  :func:`run_bo_wd` — real trainings as trials, parallel, resumable, shared
+  through an Optuna storage (``tools/fixnorm_tune.py``).
+* :func:`write_report` — tables and Fig. 5-like plots.
+
+Optuna and matplotlib are imported only where they are used.
+"""
+from .bo_wd import PAPER_WD_RANGE, BOWDTune
+from .fixnorm_tune import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, FixNormTune,
+                           lr_probes)
+from .launcher import KNOWN_METRICS, TrainingLauncher, find_key, read_metric
+from .report import load_result, plot, summary, write_report
+from .schedule import scale_schedule
+from .store import TrialStore, default_storage, trial_key
+from .sweep import run_bo_wd, run_fixnorm_tune
+from .trial import Trial, TrialFailed, TrialOutcome, TuneResult
+
+__all__ = ['FixNormTune', 'BOWDTune', 'lr_probes', 'PAPER_ALPHAS', 'PAPER_BUDGETS',
+           'PAPER_LR_RANGES', 'PAPER_WD_RANGE', 'scale_schedule', 'TrainingLauncher',
+           'KNOWN_METRICS', 'read_metric', 'find_key', 'TrialStore', 'default_storage',
+           'trial_key', 'run_fixnorm_tune', 'run_bo_wd', 'write_report', 'plot', 'summary',
+           'load_result', 'Trial', 'TrialFailed', 'TrialOutcome', 'TuneResult']

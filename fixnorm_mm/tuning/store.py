@@ -1,0 +1,264 @@
+"""Trials in an Optuna storage: what makes a sweep resumable and shareable.
+
+Every training is one Optuna trial (params ``lr``, ``alpha`` or
+``weight_decay``, ``budget``; user attributes ``key``, ``work_dir``, ``log``,
+``host``, ``pid``, ``error``). The storage is an SQLite file by default, or an
+RDB URL that workers on several nodes share.
+
+FixNorm-tune (Algo 2) is deterministic given the metrics, so a restarted or a
+second worker simply replays it through :meth:`TrialStore.memoize`: a trial
+whose key (lr, alpha, budget) has finished is answered from the storage, one
+that another live worker is running is waited for, and only the rest is run.
+A trial is *finished* when it is COMPLETE, or FAIL with an ``error``
+attribute (it crashed or diverged: a result, not re-run unless
+``retry_failed``). A FAIL without ``error`` is a trial whose worker died or
+that lost a claim race; it does not count and its key is run again.
+
+Claims: a worker creates a RUNNING trial for the key, then reads back all
+RUNNING trials of that key; the lowest trial number wins and the others fail
+themselves. A worker that dies leaves its trial RUNNING: on its own host it is
+recognised at once (its process is gone), elsewhere when its heartbeat is
+older than ``grace_period`` seconds.
+"""
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .trial import TrialFailed, TrialOutcome
+
+_HOST = socket.gethostname()
+
+
+def _proc_start_time(pid: int) -> Optional[str]:
+    """Start time of a process (field 22 of /proc/PID/stat): tells a live worker
+    from a new process that reused its pid. None off Linux."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, start: Optional[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _proc_start_time(pid) in (None, start)
+
+
+def default_storage(work_dir: str) -> str:
+    """The SQLite file of a sweep: ``sqlite:///<work_dir>/study.db``."""
+    return 'sqlite:///' + os.path.abspath(os.path.join(work_dir, 'study.db'))
+
+
+def trial_key(**params: float) -> str:
+    """``lr0.8_alpha0.5_budget0.2``: the identity of a FixNorm-tune trial."""
+    return '_'.join(f'{k}{v:.10g}' for k, v in params.items())
+
+
+class TrialStore:
+    """One Optuna study in one storage.
+
+    Args:
+        storage: RDB URL (``sqlite:///path.db``, ``postgresql://...``).
+        study_name: the study (one per method and sweep).
+        heartbeat_interval: seconds between heartbeats of a running trial.
+        grace_period: seconds without heartbeat after which a trial on another
+            host counts as dead.
+        poll_interval: seconds between looks at a trial another worker runs.
+        sampler: Optuna sampler of the study (BO+WD); None for FixNorm-tune.
+    """
+
+    def __init__(self, storage: str, study_name: str, heartbeat_interval: int = 60,
+                 grace_period: int = 300, poll_interval: float = 5.0, sampler=None) -> None:
+        import optuna
+        from optuna.storages import RDBStorage
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._optuna = optuna
+        engine_kwargs = {}
+        if storage.startswith('sqlite'):
+            # parallel trials write concurrently; wait for the file lock instead of failing
+            engine_kwargs = dict(connect_args=dict(timeout=120))
+        self.storage = RDBStorage(storage, engine_kwargs=engine_kwargs,
+                                  heartbeat_interval=heartbeat_interval,
+                                  grace_period=grace_period)
+        self.study = optuna.create_study(storage=self.storage, study_name=study_name,
+                                         direction='maximize', load_if_exists=True,
+                                         sampler=sampler)
+        self.heartbeat_interval = heartbeat_interval
+        self.poll_interval = poll_interval
+        self._retired: set = set()
+
+    # ------------------------------------------------------------------ state
+    def trials(self, states=None) -> list:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    @staticmethod
+    def is_finished(t) -> bool:
+        """COMPLETE, or FAIL with a recorded error (a crash/NaN, not a dead worker)."""
+        name = t.state.name
+        return name == 'COMPLETE' or (name == 'FAIL' and 'error' in t.user_attrs)
+
+    def finished(self) -> list:
+        return [t for t in self.trials() if self.is_finished(t)]
+
+    def reap_dead(self) -> List[int]:
+        """Fail RUNNING trials whose worker is gone: a dead process on this host
+        (at once), or a stale heartbeat on any host. Returns their numbers."""
+        from optuna.trial import TrialState
+        reaped = []
+        for t in self.trials(states=(TrialState.RUNNING,)):
+            a = t.user_attrs
+            if a.get('host') == _HOST and 'pid' in a and a['pid'] != os.getpid() \
+                    and not _process_alive(a['pid'], a.get('pid_start')):
+                if self._fail(t._trial_id):
+                    reaped.append(t.number)
+        self._optuna.storages.fail_stale_trials(self.study)
+        return reaped
+
+    def retry_failed(self) -> int:
+        """Let crashed/diverged trials run again (``--retry-failed``): they are
+        ignored from now on in this process, and their keys are run anew. The
+        re-run's result, being newer, is the one later replays read."""
+        failed = [t.number for t in self.finished() if t.state.name == 'FAIL']
+        self._retired.update(failed)
+        return len(failed)
+
+    def _fail(self, trial_id: int) -> bool:
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+        try:
+            return self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return False  # someone else closed it first
+
+    # -------------------------------------------------------------- ownership
+    def owner_attrs(self) -> Dict[str, Any]:
+        pid = os.getpid()
+        return dict(host=_HOST, pid=pid, pid_start=_proc_start_time(pid))
+
+    def heartbeat(self, trial_id: int) -> Callable[[], None]:
+        """Start recording heartbeats of ``trial_id``; returns the stop function."""
+        stop = threading.Event()
+        self.storage.record_heartbeat(trial_id)
+
+        def beat():
+            while not stop.wait(self.heartbeat_interval):
+                self.storage.record_heartbeat(trial_id)
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+
+        def stop_fn():
+            stop.set()
+            thread.join()
+        return stop_fn
+
+    # ------------------------------------------------------- FixNorm-tune path
+    def _by_key(self, key: str) -> list:
+        return [t for t in self.trials() if t.user_attrs.get('key') == key
+                and t.number not in self._retired]
+
+    def claim(self, key: str, params: Dict[str, float], attrs: Dict[str, Any]
+              ) -> Tuple[str, Any]:
+        """One step of the claim protocol for ``key``.
+
+        Returns ``('done', frozen_trial)``, ``('busy', frozen_trial)`` (another
+        live worker runs it) or ``('mine', trial_id)`` (run it now).
+        """
+        from optuna.distributions import FloatDistribution
+        from optuna.trial import TrialState, create_trial
+        self.reap_dead()
+        same = self._by_key(key)
+        done = [t for t in same if self.is_finished(t)]
+        if done:
+            return 'done', done[-1]
+        running = [t for t in same if t.state == TrialState.RUNNING]
+        if running:
+            return 'busy', running[0]
+        template = create_trial(
+            state=TrialState.RUNNING, params=params,
+            # no sampler proposes these values: a point distribution records them
+            distributions={k: FloatDistribution(v, v) for k, v in params.items()},
+            user_attrs=dict(attrs, key=key, **self.owner_attrs()))
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
+        self.storage.record_heartbeat(trial_id)
+        running = sorted((t for t in self._by_key(key) if t.state == TrialState.RUNNING),
+                         key=lambda t: t.number)
+        if running and running[0]._trial_id != trial_id:
+            self._fail(trial_id)  # lost the race: no 'error', so it does not count
+            return 'busy', running[0]
+        return 'mine', trial_id
+
+    def set_attrs(self, trial_id: int, attrs: Dict[str, Any]) -> None:
+        for k, v in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, k, v)
+
+    def complete(self, trial_id: int, metric: float, info: Dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+        self.set_attrs(trial_id, info)
+        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(metric)])
+
+    def fail(self, trial_id: int, reason: str, info: Dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+        self.set_attrs(trial_id, dict(info, error=reason))
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    def memoize(self, run: Callable[..., TrialOutcome], make_key: Callable[..., str],
+                describe: Callable[..., Dict[str, Any]],
+                log: Callable[[str], None] = print) -> Callable:
+        """An objective that answers finished trials from the storage.
+
+        Args:
+            run: ``run(*args, trial_attrs) -> TrialOutcome`` (raises
+                :class:`TrialFailed`); ``trial_attrs`` holds the previous
+                attempt's state (``resume=True`` when a dead worker left it).
+            make_key: ``make_key(*args) -> str``.
+            describe: ``describe(*args) -> (params, attrs)`` stored at the claim.
+        """
+        def objective(*args):
+            key = make_key(*args)
+            params, attrs = describe(*args)
+            interrupted = any(t.state.name == 'FAIL' and 'error' not in t.user_attrs
+                              for t in self._by_key(key))
+            while True:
+                status, what = self.claim(key, params, attrs)
+                if status == 'done':
+                    log(f'{key}: finished before, not re-run')
+                    return self.outcome(what)
+                if status == 'mine':
+                    break
+                time.sleep(self.poll_interval)
+                interrupted = True
+            trial_id = what
+            stop = self.heartbeat(trial_id)
+            try:
+                out = run(*args, dict(resume=interrupted))
+            except TrialFailed as err:
+                self.fail(trial_id, err.reason, err.info)
+                raise
+            except BaseException:
+                # an error of the runner itself, or Ctrl-C: no result, leave no
+                # RUNNING trial behind (a FAIL without 'error' is run again)
+                self._fail(trial_id)
+                raise
+            finally:
+                stop()
+            self.complete(trial_id, out.metric, out.info)
+            return out
+        return objective
+
+    @staticmethod
+    def outcome(t) -> TrialOutcome:
+        """The stored result of a finished trial (raises TrialFailed for a failure)."""
+        info = {k: v for k, v in t.user_attrs.items()
+                if k not in ('host', 'pid', 'pid_start', 'error')}
+        info.update(cached=True, trial_number=t.number)
+        if t.state.name == 'FAIL':
+            raise TrialFailed(t.user_attrs['error'], **info)
+        return TrialOutcome(float(t.value), info)

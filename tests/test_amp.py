@@ -1,0 +1,171 @@
+"""FixNormAmpOptimWrapper with fp16 and bf16, on the CPU.
+
+mmengine's ``AmpOptimWrapper.__init__`` asserts that CUDA is available and
+builds ``torch.cuda.amp.GradScaler``. To exercise the real wrapper here, the
+``cpu_amp`` fixture knowingly patches two names *in mmengine's module only*,
+for the duration of a test: ``is_cuda_available`` (-> True) and ``GradScaler``
+(-> ``torch.amp.GradScaler('cpu', ...)``, the same scaler logic on CPU
+tensors). Nothing else of mmengine is touched; forward passes run under
+``torch.autocast('cpu', dtype)``.
+"""
+import functools
+
+import pytest
+import torch
+from mmengine.optim.optimizer import amp_optimizer_wrapper
+from mmengine.runner import Runner
+from torch import nn
+
+import fixnorm_mm  # noqa: F401
+from fixnorm_mm.engine import FixNormOptimWrapperConstructor
+from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
+from toy import ToyFixNormNet, runner_cfg
+
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+@pytest.fixture
+def cpu_amp(monkeypatch):
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    monkeypatch.setattr(amp_optimizer_wrapper, 'GradScaler',
+                        functools.partial(torch.amp.GradScaler, 'cpu'))
+
+
+def build(dtype, init_scale=2.0 ** 10):
+    model = ToyFixNormNet()
+    wrapper = FixNormOptimWrapperConstructor(dict(
+        type='FixNormAmpOptimWrapper', dtype=dtype, loss_scale=dict(init_scale=init_scale),
+        optimizer=dict(type='SGD', lr=0.5, momentum=0.9)))(model)
+    return model, wrapper
+
+
+def step(model, wrapper, dtype, x, y, poison=False):
+    with torch.autocast('cpu', dtype=dtype):
+        loss = nn.functional.cross_entropy(model(x), y)
+    if poison:  # an overflow: every gradient becomes inf/NaN
+        loss = loss * float('inf')
+    wrapper.update_params(loss)
+
+
+def snapshot(model, wrapper):
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    bufs = {id(p): {k: v.clone() for k, v in s.items()}
+            for p, s in wrapper.optimizer.state.items()}
+    return params, bufs
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_overflowed_step_is_skipped_bit_identically(cpu_amp, dtype):
+    model, wrapper = build(dtype)
+    assert isinstance(wrapper.loss_scaler, torch.amp.GradScaler)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    step(model, wrapper, dtype, x, y)  # a real step: FixNorm starts, momentum exists
+    fixer = wrapper.fixnorm.fixer
+    ref = fixer.reference_norms['default'].clone()
+    params, bufs = snapshot(model, wrapper)
+    scale = wrapper.loss_scaler.get_scale()
+
+    step(model, wrapper, dtype, x, y, poison=True)
+
+    after, after_bufs = snapshot(model, wrapper)
+    for n in params:  # no update and no rescale: bit-identical
+        assert torch.equal(after[n], params[n]), n
+    for k in bufs:
+        for s in bufs[k]:
+            assert torch.equal(after_bufs[k][s], bufs[k][s])
+    assert wrapper.loss_scaler.get_scale() == scale * 0.5  # the scaler backed off
+    assert torch.equal(fixer.reference_norms['default'], ref)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_normal_step_updates_and_rescales(cpu_amp, dtype):
+    model, wrapper = build(dtype)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    w0 = model.backbone[0].weight.detach().clone()
+    for _ in range(3):
+        step(model, wrapper, dtype, x, y)
+    fixer = wrapper.fixnorm.fixer
+    assert fixer.names['default'] == ['backbone.0.weight', 'backbone.3.weight', 'head.weight']
+    ref = fixer.reference_norms['default']
+    # the reference is ||W_0|| of the fixed set, and every step returns to it
+    torch.testing.assert_close(fixer.norms()['default'], ref, rtol=1e-6, atol=0)
+    assert not torch.equal(model.backbone[0].weight, w0)
+    assert wrapper.loss_scaler.get_scale() == 2.0 ** 10  # no overflow, no back-off
+    # the rescale is W * ||W_0|| / ||W||: the direction is that of the SGD update
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_amp_through_the_runner(cpu_amp, tmp_path):
+    """The Runner path (mmengine's own autocast, which on the CPU is bf16)."""
+    cfg = runner_cfg(tmp_path, max_iters=3, optim_wrapper=dict(
+        type='FixNormAmpOptimWrapper', constructor='FixNormOptimWrapperConstructor',
+        dtype='bfloat16', optimizer=dict(type='SGD', lr=0.5, momentum=0.9)))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    fixer = runner.optim_wrapper.fixnorm.fixer
+    torch.testing.assert_close(fixer.norms()['default'], fixer.reference_norms['default'],
+                               rtol=1e-6, atol=0)
+    assert 'fixnorm' in runner.optim_wrapper.state_dict()
+    assert 'loss_scaler' in runner.optim_wrapper.state_dict()
+
+
+LAYERS = [
+    lambda: FixNormLinear(16, 4, alpha=1.0),
+    lambda: FixNormConv2d(16, 4, 3, alpha=1.0, padding=1),
+    lambda: WNLinear(16, 4),
+    lambda: WNConv2d(16, 4, 3, padding=1),
+]
+
+
+def _input(layer):
+    return torch.randn(2, 16) if isinstance(layer, nn.Linear) else torch.randn(2, 16, 5, 5)
+
+
+@pytest.fixture
+def norm_calls(monkeypatch):
+    """(input dtype, output dtype) of every torch.linalg.vector_norm call."""
+    calls = []
+    norm = torch.linalg.vector_norm
+
+    def spy(t, *args, **kwargs):
+        out = norm(t, *args, **kwargs)
+        calls.append((t.dtype, out.dtype))
+        return out
+    monkeypatch.setattr(torch.linalg, 'vector_norm', spy)
+    return calls
+
+
+IDS = ['FixNormLinear', 'FixNormConv2d', 'WNLinear', 'WNConv2d']
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('make', LAYERS, ids=IDS)
+def test_norms_are_computed_in_fp32_under_autocast(norm_calls, make, dtype):
+    layer = make()
+    x = _input(layer)
+    reference = layer(x)
+    norm_calls.clear()
+    with torch.autocast('cpu', dtype=dtype):
+        out = layer(x)
+    assert norm_calls and all(c == (torch.float32, torch.float32) for c in norm_calls), \
+        norm_calls
+    assert out.dtype == dtype  # the matmul/conv itself is autocast
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('make', LAYERS, ids=IDS)
+def test_norms_are_computed_in_fp32_for_low_precision_weights(norm_calls, make, dtype):
+    """A model cast to fp16/bf16 (``model.half()``): the norm is still taken
+    in fp32, so g / ||W|| carries no low-precision rounding."""
+    layer = make()
+    x = _input(layer)
+    reference = layer(x)
+    layer.to(dtype)
+    norm_calls.clear()
+    out = layer(x.to(dtype))
+    assert norm_calls and all(c == (torch.float32, torch.float32) for c in norm_calls), \
+        norm_calls
+    assert out.dtype == dtype
+    err = (out.float() - reference).abs().max() / reference.abs().max()
+    assert err < (0.01 if dtype == torch.float16 else 0.05)

@@ -1,0 +1,218 @@
+"""Every bad input of issue 7 gives one clear error naming the key or the
+parameter, through the config/Runner path (and tools/train.py), before any
+weight is updated where that is possible."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.runner import Runner
+
+import fixnorm_mm  # noqa: F401
+from toy import runner_cfg  # noqa: F401  (registers the toy model/dataset)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def weights(runner):
+    return {n: p.detach().clone() for n, p in runner.model.named_parameters()}
+
+
+def assert_untouched(runner, before):
+    """No optimizer step happened: every weight is what init gave it."""
+    after = weights(runner)
+    for n in before:
+        assert torch.equal(after[n], before[n]), n
+
+
+def initialised(cfg):
+    runner = Runner.from_cfg(cfg)
+    runner._init_model_weights()  # what train() does first; idempotent for the toy
+    return runner
+
+
+def converted(model, **kw):
+    return dict(type='FixNormModel', model_type=model['type'], **kw,
+                **{k: v for k, v in model.items() if k != 'type'})
+
+
+# ---- alpha <= 0 -------------------------------------------------------------
+
+@pytest.mark.parametrize('alpha', [0, -1.0, float('nan'), float('inf'), True, '1'])
+def test_alpha_is_refused_when_the_model_is_built(tmp_path, alpha):
+    cfg = runner_cfg(tmp_path, model=dict(type='ToyFixNormNet', alpha=alpha))
+    with pytest.raises(ValueError, match=r"alpha must be a positive finite number.*"
+                                         rf"alpha={alpha!r}".replace('(', r'\(')
+                       .replace(')', r'\)')):
+        Runner.from_cfg(cfg)
+
+
+def test_alpha_is_refused_by_fixnorm_model_before_building(tmp_path):
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+                                               final_layer='head', alpha=0.0))
+    with pytest.raises(ValueError, match='alpha=0.0'):
+        Runner.from_cfg(cfg)
+
+
+# ---- a layer name that does not exist ------------------------------------------
+
+def test_final_layer_that_does_not_exist(tmp_path):
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+                                               final_layer='haed'))
+    with pytest.raises(ValueError, match=r"final_layer='haed' is not a module of "
+                                         r"ToyFixNormNet\. Did you mean \['head'\]"):
+        Runner.from_cfg(cfg)
+
+
+def test_final_layer_that_is_not_a_conv_or_linear(tmp_path):
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+                                               final_layer='backbone.1'))
+    with pytest.raises(ValueError, match=r"final_layer='backbone.1' is a BatchNorm2d"):
+        Runner.from_cfg(cfg)
+
+
+def test_final_layer_is_required(tmp_path):
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet')))
+    with pytest.raises(ValueError, match='final_layer is required'):
+        Runner.from_cfg(cfg)
+    cfg = runner_cfg(tmp_path, model=dict(type='FixNormModel', final_layer='head'))
+    with pytest.raises(ValueError, match='model_type is required'):
+        Runner.from_cfg(cfg)
+
+
+def test_weight_norm_pattern_that_matches_nothing(tmp_path):
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+                                               final_layer='head', weight_norm=['neck.*']))
+    with pytest.raises(ValueError, match=r"weight_norm pattern 'neck\.\*' matches no"):
+        Runner.from_cfg(cfg)
+
+
+@pytest.mark.parametrize('key', ['include', 'exclude'])
+def test_fixed_set_pattern_that_matches_nothing(tmp_path, key):
+    cfg = runner_cfg(tmp_path)
+    cfg['optim_wrapper']['fixnorm'] = {key: ['backbone.9.weight']}
+    runner = initialised(cfg)
+    before = weights(runner)
+    with pytest.raises(ValueError, match=rf"{key} pattern 'backbone.9.weight' matches no "
+                                         'parameter'):
+        runner.train()
+    assert_untouched(runner, before)
+
+
+def test_mcbr_layer_that_does_not_exist(tmp_path):
+    cfg = runner_cfg(tmp_path, custom_hooks=[dict(type='MCBRHook', interval=1,
+                                                  layer='head.fc')])
+    runner = initialised(cfg)
+    before = weights(runner)
+    with pytest.raises(ValueError, match=r"MCBRHook: layer='head.fc' is not a module"):
+        runner.train()
+    assert_untouched(runner, before)
+
+
+# ---- an empty fixed set ----------------------------------------------------------
+
+def test_empty_fixed_set(tmp_path):
+    cfg = runner_cfg(tmp_path)
+    cfg['optim_wrapper']['fixnorm'] = dict(exclude=['*'])
+    runner = initialised(cfg)
+    before = weights(runner)
+    with pytest.raises(ValueError, match=r'the fixed set is empty.*Left out: .*'
+                                         r'backbone\.0\.weight \(exclude pattern\)'):
+        runner.train()
+    assert_untouched(runner, before)  # raised at the first step, before it updated
+
+
+# ---- weight decay on a fixed weight ------------------------------------------------
+
+def test_weight_decay_on_a_fixnorm_layer_is_refused_before_training(tmp_path):
+    cfg = runner_cfg(tmp_path)
+    cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
+    runner = initialised(cfg)
+    before = weights(runner)
+    with pytest.raises(ValueError, match=r'weight decay is requested on 1 fixed weight\(s\): '
+                                         r'head\.weight \(weight_decay=0\.0001\)'):
+        runner.train()  # the optim wrapper is built: known FixNorm weights are checked
+    assert_untouched(runner, before)
+
+
+def test_weight_decay_on_a_bn_followed_conv_is_refused_at_the_first_step(tmp_path):
+    cfg = runner_cfg(tmp_path, model=dict(type='ToyFixNormNet', fixnorm_fc=False))
+    cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
+    runner = initialised(cfg)
+    before = weights(runner)
+    with pytest.raises(ValueError, match=r'backbone\.0\.weight \(weight_decay=0\.0001\), '
+                                         r'backbone\.3\.weight .*set '
+                                         r'`optim_wrapper\.optimizer\.weight_decay=0`'):
+        runner.train()
+    assert_untouched(runner, before)
+
+
+def test_decay_mult_zero_on_fixed_weights_is_accepted(tmp_path):
+    cfg = runner_cfg(tmp_path, max_iters=1, model=dict(type='ToyFixNormNet', fixnorm_fc=False))
+    cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
+    cfg['optim_wrapper']['paramwise_cfg'] = dict(custom_keys={
+        'backbone.0.weight': dict(decay_mult=0), 'backbone.3.weight': dict(decay_mult=0)})
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.optim_wrapper.fixnorm.started
+
+
+# ---- NaN / Inf after a step ---------------------------------------------------------
+
+def test_diverged_step_stops_training(tmp_path):
+    cfg = runner_cfg(tmp_path, max_iters=5)
+    cfg['optim_wrapper']['optimizer']['lr'] = 1e30
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(FloatingPointError, match=r'the norm of the fixed set is not finite '
+                                                 r'after optimizer step 1 .*lower the lr'):
+        runner.train()
+    assert runner.iter == 0  # stopped at the step that diverged
+
+
+# ---- resume from a checkpoint of another fixed set ---------------------------------------
+
+TOY_CONFIG = """
+custom_imports = dict(imports=['toy'], allow_failed_imports=False)
+model = dict(type='ToyFixNormNet')
+train_dataloader = dict(dataset=dict(type='ToyDataset'), batch_size=4, num_workers=0,
+                        sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
+                        collate_fn=dict(type='pseudo_collate'))
+train_cfg = dict(by_epoch=False, max_iters=2, val_interval=1000)
+optim_wrapper = dict(type='FixNormOptimWrapper', constructor='FixNormOptimWrapperConstructor',
+                     optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False))
+randomness = dict(seed=0)
+default_scope = None
+"""
+
+
+def train_tool(monkeypatch, *argv):
+    """tools/train.py's main(), in this process."""
+    spec = importlib.util.spec_from_file_location('train_tool', osp.join(ROOT, 'tools', 'train.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr('sys.argv', ['train.py', *argv])
+    tool.main()
+
+
+def test_resume_from_another_fixed_set_through_the_tool(tmp_path, monkeypatch):
+    config = tmp_path / 'toy.py'
+    config.write_text(TOY_CONFIG)
+    work = str(tmp_path / 'work')
+    train_tool(monkeypatch, str(config), '--work-dir', work)
+    ckpt = osp.join(work, 'iter_2.pth')
+    assert osp.exists(ckpt)
+    with pytest.raises(ValueError, match=r"fixed a different set of weights.*group 'default': "
+                                         r"only in checkpoint \['backbone\.3\.weight'\]"):
+        train_tool(monkeypatch, str(config), '--work-dir', work, '--resume', ckpt,
+                   '--cfg-options', 'train_cfg.max_iters=4',
+                   "optim_wrapper.fixnorm.exclude=['backbone.3.weight']")
+    with pytest.raises(ValueError, match='trained with per_layer=False but the config says '
+                                         'per_layer=True'):
+        train_tool(monkeypatch, str(config), '--work-dir', work, '--resume', ckpt,
+                   '--cfg-options', 'train_cfg.max_iters=4',
+                   'optim_wrapper.fixnorm.per_layer=True')
+    # the same fixed set resumes
+    train_tool(monkeypatch, str(config), '--work-dir', work, '--resume', ckpt,
+               '--cfg-options', 'train_cfg.max_iters=4')
+    assert osp.exists(osp.join(work, 'iter_4.pth'))

@@ -1,0 +1,183 @@
+"""The experiment scripts (experiments/) and the overhead benchmark
+(benchmarks/overhead.py) in their seconds-long smoke modes, on the real digits
+data through the real mmengine Runner, plus the pieces of analysis they rely on.
+
+The full runs that produce docs/results.md are not part of the suite.
+"""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'experiments'))
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+
+import algo1_vs_wd  # noqa: E402
+import digits  # noqa: E402
+import final_layer  # noqa: E402
+import lr_alpha  # noqa: E402
+
+CONVS = ['backbone.0.weight', 'backbone.3.conv1.weight', 'backbone.3.conv2.weight',
+         'backbone.4.conv1.weight', 'backbone.4.conv2.weight', 'backbone.4.downsample.0.weight']
+
+
+def _values(run, key):
+    return [v for _, v in run['curves'][key]]
+
+
+def test_digits_split_is_real_fixed_and_stratified():
+    sizes = {}
+    for split in ('train', 'val', 'test'):
+        x, y = digits.load_split(split)
+        assert x.shape == (len(y), 1, 8, 8) and x.dtype == torch.float32
+        assert torch.bincount(y, minlength=10).min() >= 0.09 * len(y)  # stratified
+        sizes[split] = len(y)
+    assert sizes == digits.SPLIT_SIZES and sum(sizes.values()) == 1797  # all of load_digits
+    train, test = digits.load_split('train')[0], digits.load_split('test')[0]
+    assert abs(float(train.mean())) < 1e-5 and abs(float(train.std()) - 1) < 1e-3
+    # no image is in two splits
+    flat = {tuple(v.tolist()) for v in train.flatten(1)}
+    assert not any(tuple(v.tolist()) in flat for v in test.flatten(1)[:200])
+
+
+def test_weight_decay_lands_only_where_each_method_says():
+    from mmengine.optim import build_optim_wrapper
+    model = digits.DigitsResNet()
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def decayed(method):
+        wrapper = build_optim_wrapper(model, digits.optim_wrapper_cfg(method, 0.1, 1e-3, 2e-3))
+        return {names[id(p)]: g['weight_decay'] for g in wrapper.optimizer.param_groups
+                for p in g['params'] if g['weight_decay'] > 0}
+
+    assert decayed('wd') == {n: 1e-3 for n in CONVS + ['head.fc.weight']}
+    assert decayed('algo1') == {'head.fc.weight': 2e-3}  # Algo 1 line 3: lambda_FC only
+    assert decayed('algo1_fc') == {}
+
+
+def test_fixnorm_training_learns_digits_through_the_runner():
+    """Three epochs on 300 images: far above chance, and the fixed set
+    (convs + the FixNorm-FC direction) keeps its initial global norm."""
+    r = digits.train_once(dict(method='algo1_fc', fc_type='fixnorm_fc', alpha=1.0, lr=0.2,
+                               seed=0, epochs=3, train_subset=300, curve_interval=2))
+    assert r['fixed'] == {'default': CONVS + ['head.fc.weight']}
+    assert r['val_accuracy'] > 60 and r['test_accuracy'] > 60
+    assert max(_values(r, 'fc_norm')) <= math.sqrt(10) + 1e-5  # min(g, alpha sqrt(10)), Eq. 10
+
+
+def test_algo1_vs_wd_smoke(tmp_path):
+    raw = algo1_vs_wd.main(['--smoke', '--out', str(tmp_path)])
+    runs = raw['runs']
+    assert len(runs) == 2 * 2 * 2  # methods x lrs x seeds
+    for r in runs:
+        conv = np.array(_values(r, 'conv_norm'))
+        if r['spec']['method'] == 'algo1':
+            # Algo 1 fixes exactly the convs; the plain FC stays out (and keeps its WD)
+            assert r['fixed'] == {'default': CONVS}
+            np.testing.assert_allclose(conv, conv[0], rtol=1e-5)
+        else:
+            assert r['fixed'] is None
+            assert abs(conv[-1] - conv[0]) / conv[0] > 1e-5  # WD + SGD move ||W_conv||
+    for m in algo1_vs_wd.METHODS:
+        assert raw['best'][m]['lr'] in algo1_vs_wd.SMOKE['lrs']
+        assert len(raw['best'][m]['test']) == 2
+    md = (tmp_path / 'results' / 'algo1_vs_wd.md').read_text()
+    assert '±' in md and 'Produced by `python experiments/algo1_vs_wd.py --smoke' in md
+    assert (tmp_path / 'figures' / 'algo1_vs_wd.png').stat().st_size > 10_000
+
+
+def test_final_layer_smoke(tmp_path):
+    raw = final_layer.main(['--smoke', '--out', str(tmp_path), '--alpha', '0.5'])
+    by_variant = {}
+    for r in raw['runs']:
+        by_variant.setdefault(r['spec']['variant'], []).append(r)
+    assert list(by_variant) == list(final_layer.VARIANTS)
+    cap = 0.5 * math.sqrt(10)
+    for label, runs in by_variant.items():
+        method, fc_type, _ = final_layer.VARIANTS[label]
+        for r in runs:
+            mcbr = _values(r, 'mcbr')
+            assert mcbr and all(-1 <= v <= 1 for v in mcbr)
+            assert (r['fixed']['default'][-1] == 'head.fc.weight') == (method == 'algo1_fc')
+            if fc_type == 'fixnorm_fc':
+                # g starts at ||W|| ~ 1.8 > cap: the applied norm is the cap at once
+                np.testing.assert_allclose(_values(r, 'fc_norm'), cap, rtol=1e-5)
+            if fc_type in ('wn_fc', 'wn_fc_eq6'):
+                # what MCBRHook logs as g is the norm of the weight the layer applies
+                np.testing.assert_allclose(_values(r, 'g'), _values(r, 'fc_norm'), rtol=1e-5)
+    assert by_variant['Algo 1'][0]['spec']['wd_fc'] > 0
+    assert by_variant['Algo 1, λ_FC=0'][0]['spec']['wd_fc'] == 0
+    md = (tmp_path / 'results' / 'final_layer.md').read_text()
+    assert md.count('\n| Algo 1') == len(final_layer.VARIANTS)
+    assert (tmp_path / 'figures' / 'final_layer.png').stat().st_size > 10_000
+
+
+def test_lr_alpha_smoke(tmp_path):
+    raw = lr_alpha.main(['--smoke', '--out', str(tmp_path)])
+    lrs, alphas = lr_alpha.SMOKE['lrs'], lr_alpha.SMOKE['alphas']
+    assert len(raw['runs']) == len(lrs) * len(alphas) * 2
+    mean = np.array(raw['grid']['test_accuracy']['mean'])
+    assert mean.shape == (len(alphas), len(lrs))
+    for (i, a), (j, lr) in ((x, y) for x in enumerate(alphas) for y in enumerate(lrs)):
+        cell = [r['test_accuracy'] for r in raw['runs']
+                if r['spec']['alpha'] == a and r['spec']['lr'] == lr]
+        assert len(cell) == 2 and mean[i, j] == pytest.approx(np.mean(cell))
+    assert set(raw['decoupling']['best_lr_per_alpha']) == set(alphas)
+    assert (tmp_path / 'figures' / 'lr_alpha.png').stat().st_size > 10_000
+
+
+def test_decoupling_analysis_detects_a_coupled_grid():
+    lrs, alphas = [0.1, 0.2, 0.4], [1.0, 4.0]
+    val = np.array([[90, 95, 91],    # alpha 1: best lr 0.2
+                    [90, 92, 96]])   # alpha 4: best lr 0.4 (coupled)
+    test = val + 0.5
+    d = lr_alpha.decoupling(val, np.zeros_like(val), test, lrs, alphas)
+    assert d['best_lr_per_alpha'] == {1.0: 0.2, 4.0: 0.4}
+    assert d['distinct_best_lrs'] == [0.2, 0.4]
+    assert d['joint'] == dict(lr=0.4, alpha=4.0, test=96.5)
+    # tuning lr at alpha=1 finds 0.2, then alpha at lr 0.2 stays 1: 95.5, 1 point short
+    assert d['separate'][0] == dict(start_alpha=1.0, lr=0.2, alpha=1.0, test=95.5)
+    assert d['separate'][1]['test'] == 96.5
+
+
+def test_mcbr_hook_uses_the_applied_weight_of_wn_layers():
+    """Per-class g changes the directions W_j - W_y, so MCBR (Eq. 9) of a
+    WN-FC must be computed on g * v / ||v||, not on v."""
+    from mmengine.structures import BaseDataElement
+
+    from fixnorm_mm import MCBRHook, WNLinear, mcbr
+    layer = WNLinear(6, 4)
+    with torch.no_grad():
+        layer.sync_gain()
+        layer.g.copy_(torch.tensor([0.2, 5.0, 1.0, 3.0])[:, None])
+    x, y = torch.randn(16, 6), torch.randint(0, 4, (16,))
+    hook = MCBRHook(interval=1, layer='fc')
+    hook.layer, hook._captured = layer, x
+    batch = dict(data_samples=[BaseDataElement(gt_label=y[i:i + 1]) for i in range(16)])
+    got = hook.mcbr_scalar(batch)['mcbr']
+    assert got == pytest.approx(float(mcbr(x, layer.wn_weight(), y)), abs=1e-6)
+    assert abs(got - float(mcbr(x, layer.weight, y))) > 1e-3
+    with torch.no_grad():
+        applied_norm = float(layer.wn_weight().norm())
+    assert float(hook.layer_scalars()['g']) == pytest.approx(applied_norm, rel=1e-5)
+
+
+def test_overhead_benchmark_smoke():
+    import overhead
+    results = overhead.main(['--smoke'])
+    assert [r['model'] for r in results] == ['ResNet50-D', 'MobileNetV2']
+    for r in results:
+        model = overhead.build_classifier(r['model'], fixnorm_fc=True)
+        convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        # the fixed set: every conv (each feeds a BN in training mode) + the FixNorm-FC direction
+        assert r['fixed_tensors'] == len(convs) + 1
+        assert r['fixed_params'] == sum(w.numel() for w in convs) + model.head.fc.weight.numel()
+        for key in ('rescale_vs_step', 'iter_fixnorm_vs_wd'):
+            s = r[key]
+            assert 0 < s['ratio'] < 100 and s['pair_q1'] <= s['pair_median'] <= s['pair_q3']
+    resnet = results[0]
+    assert 25.0e6 < resnet['params'] < 26.0e6  # ResNet50-D: 25.58M
