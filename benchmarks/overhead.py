@@ -22,10 +22,11 @@ as a user gets them. Iterations run at ``--batch`` x ``--size`` images: on a
 CPU a ResNet50 iteration at ImageNet's 224 px costs seconds, which is the
 regime the target is about (the rescale does not depend on the batch).
 
-    python benchmarks/overhead.py                 # full (~2 min on 2 cores)
+    python benchmarks/overhead.py [--out docs/results/overhead.txt]   # ~3 min
     python benchmarks/overhead.py --smoke         # seconds
 """
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -125,10 +126,50 @@ def bench_model(name: str, args) -> dict:
                fixed_tensors=sum(len(ps) for ps in fixer.params.values()))
     out['rescale_vs_step'] = ratio_stats(paired_times(
         fixer.rescale, optimizer.step, args.micro_repeats))
+    out['breakdown'] = breakdown(fix_model, wd_model, args)
+    out['breakdown']['rescale_ms'] = out['rescale_vs_step']['median_a'] * 1e3
+    # as many iteration pairs as fit in the time budget (one pair measured in warm-up)
+    t = time.perf_counter()
+    fix_model.train_step(data, fix_wrapper)
+    wd_model.train_step(data, wd_wrapper)
+    pairs = int(min(max(args.repeats, args.budget / (time.perf_counter() - t)), 400))
     out['iter_fixnorm_vs_wd'] = ratio_stats(paired_times(
         lambda: fix_model.train_step(data, fix_wrapper),
-        lambda: wd_model.train_step(data, wd_wrapper), args.repeats))
+        lambda: wd_model.train_step(data, wd_wrapper), pairs))
+    out['iter_fixnorm_vs_wd']['pairs'] = pairs
     return out
+
+
+def breakdown(fix_model, wd_model, args) -> dict:
+    """Where an iteration of FixNorm and one of WD differ, timed in isolation
+    (ms, medians): FixNorm-FC's forward+backward against the plain FC's at
+    this batch (Eq. 10 normalises the weight at every forward), and the
+    weight-decay term of SGD (decay on every conv/FC weight)."""
+    fc_fix, fc_plain = copy.deepcopy(fix_model.head.fc), copy.deepcopy(wd_model.head.fc)
+    x = torch.randn(args.batch, fc_plain.in_features)
+
+    def fwd_bwd(fc):
+        def run():
+            fc.zero_grad(set_to_none=True)
+            fc(x).sum().backward()
+        return run
+
+    n = max(args.micro_repeats, 5)
+    fc = paired_times(fwd_bwd(fc_fix), fwd_bwd(fc_plain), n)
+    weights = [p.detach().clone() for p in wd_model.parameters()]
+    for w in weights:
+        w.grad = torch.randn_like(w)
+    sgd = dict(lr=0.1, momentum=0.9, nesterov=True)
+    decayed = [w for w in weights if w.dim() > 1]
+    rest = [w for w in weights if w.dim() <= 1]
+    with_wd = torch.optim.SGD([dict(params=decayed, weight_decay=1e-4), dict(params=rest)], **sgd)
+    no_wd = torch.optim.SGD(weights, **sgd)
+    with_wd.step(), no_wd.step()  # momentum buffers
+    step = paired_times(with_wd.step, no_wd.step, n)
+    med = statistics.median
+    return dict(fixnorm_fc_extra_ms=(med(fc['a']) - med(fc['b'])) * 1e3,
+                plain_fc_ms=med(fc['b']) * 1e3,
+                weight_decay_term_ms=(med(step['a']) - med(step['b'])) * 1e3)
 
 
 def machine() -> str:
@@ -143,8 +184,8 @@ def machine() -> str:
 
 def format_results(results: List[dict], args) -> str:
     lines = [f'FixNorm overhead on {machine()} (no GPU here); batch {args.batch} x '
-             f'{args.size}px, {args.repeats} iteration pairs, {args.micro_repeats} '
-             'rescale/step pairs; ratio = median(A) / median(B) [IQR of per-pair ratios]']
+             f'{args.size}px, {args.micro_repeats} rescale/step pairs; '
+             'ratio = median(A) / median(B) [IQR of per-pair ratios]']
     for r in results:
         m, it = r['rescale_vs_step'], r['iter_fixnorm_vs_wd']
         lines += [
@@ -156,8 +197,15 @@ def format_results(results: List[dict], args) -> str:
             f"{'met' if m['ratio'] <= 0.5 else 'MISSED'}",
             f"  iteration FixNorm / WD      : {it['ratio']:.4f} "
             f"[{it['pair_q1']:.4f}, {it['pair_q3']:.4f}]  ({it['median_a'] * 1e3:.1f} ms / "
-            f"{it['median_b'] * 1e3:.1f} ms)  target <= 1.01: "
+            f"{it['median_b'] * 1e3:.1f} ms, {it['pairs']} pairs)  target <= 1.01: "
             f"{'met' if it['ratio'] <= 1.01 else 'MISSED'}"]
+        b = r['breakdown']
+        extra = b['fixnorm_fc_extra_ms'] + b['rescale_ms'] - b['weight_decay_term_ms']
+        lines.append(
+            f"  where they differ (ms)      : FixNorm-FC fwd+bwd {b['fixnorm_fc_extra_ms']:+.2f} "
+            f"(plain FC {b['plain_fc_ms']:.2f}), rescale {b['rescale_ms']:+.2f}, no "
+            f"weight-decay term {-b['weight_decay_term_ms']:+.2f}  => expected ratio "
+            f"{1 + extra / (it['median_b'] * 1e3):.4f}")
     return '\n'.join(lines)
 
 
@@ -167,22 +215,30 @@ def main(argv=None) -> List[dict]:
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--size', type=int, default=224)
-    p.add_argument('--repeats', type=int, default=10, help='iteration pairs')
+    p.add_argument('--repeats', type=int, default=10, help='least iteration pairs')
+    p.add_argument('--budget', type=float, default=60.0,
+                   help='seconds of iteration pairs per model (more pairs, less noise)')
     p.add_argument('--micro-repeats', type=int, default=50, help='rescale/step pairs')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--out', default=None, help='also write the report to this file')
     args = p.parse_args(argv)
     if args.smoke:
         args.batch, args.size, args.repeats, args.micro_repeats, args.warmup = 2, 32, 3, 5, 1
+        args.budget = 0.0
     torch.set_num_threads(args.threads)
     from mmengine.logging import MMLogger
     # the current logger: keeps FixNorm's startup table (INFO) out of the report
     MMLogger.get_instance(f'overhead_{time.time_ns()}', log_level='WARNING')
     t0 = time.perf_counter()
     results = [bench_model(name, args) for name in args.models]
-    print(format_results(results, args))
-    print(f'wall time {time.perf_counter() - t0:.0f} s; command: python benchmarks/overhead.py '
-          + ' '.join(sys.argv[1:] if argv is None else argv))
+    text = (format_results(results, args) + f'\nwall time {time.perf_counter() - t0:.0f} s; '
+            'command: python benchmarks/overhead.py '
+            + ' '.join(sys.argv[1:] if argv is None else argv))
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
     return results
 
 

@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
         'Each method at its own best lr:', best,
         f'Algo 1 minus WD (test, at the chosen lrs): {gap:+.2f} points.' +
         ''.join(f' Tie: {t}' for t in ties),
-        f'![Algo 1 vs WD]({fig_rel})',
+        f'![Algo 1 vs WD](../{fig_rel})',
         report.provenance(__file__, prov)])
     raw = dict(config=cfg, seeds=args.seeds, provenance=prov, gap=gap,
                best={m: dict(lr=summary[m]['best_lr'], test=summary[m]['best_test'])

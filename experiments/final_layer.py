@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
         f'{cfg["wd_fc"]:g}, {cfg["epochs"]} epochs; mean ± std over {args.seeds} seeds. '
         '"Applied norm" is ||W_FC|| for the plain FC, ||g|| for per-class WN, '
         'min(g, cap) for Eq. 6 / FixNorm-FC; "g" is what MCBRHook logs.', table,
-        f'![final layer mechanism]({fig_rel})',
+        f'![final layer mechanism](../{fig_rel})',
         report.provenance(__file__, prov)])
     raw = dict(config=cfg, seeds=args.seeds, provenance=prov, summary=summary, runs=results)
     report.write_outputs(args, NAME, md, raw)

@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
         f"Best cell on val: lr = {d['joint']['lr']:g}, α = {d['joint']['alpha']:g} "
         f"(test {d['joint']['test']:.2f}).",
         'Tuning separately, as Algo 2 does (lr at a fixed α, then α at that lr):', sep,
-        f'![lr x alpha heat map]({fig_rel})',
+        f'![lr x alpha heat map](../{fig_rel})',
         report.provenance(__file__, prov)])
     for r in results:
         r.pop('curves', None)  # 90 runs: the grid needs only the accuracies

@@ -378,6 +378,26 @@ def test_config_trains_one_iteration_and_validates(name, imagenet, tmp_path):
         check_weight_decay_runner(runner, name, x)
 
 
+def test_fixnorm_head_in_any_mmpretrain_classifier(imagenet, tmp_path):
+    """A user's config: mmpretrain's own ResNet-18 recipe with FixNorm."""
+    path = tmp_path / 'resnet18_fixnorm.py'
+    path.write_text(
+        "_base_ = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'\n"
+        "custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.classification'])\n"
+        "model = dict(head=dict(type='FixNormClsHead', alpha=1.0))\n"
+        "optim_wrapper = dict(type='FixNormOptimWrapper',\n"
+        "                     constructor='FixNormOptimWrapperConstructor',\n"
+        "                     optimizer=dict(weight_decay=0))\n")
+    cfg = shrink_imagenet_config(Config.fromfile(str(path)), imagenet, str(tmp_path / 'work'),
+                                 max_iters=2)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    selection = runner.optim_wrapper.fixnorm.selection
+    convs = {f'{n}.weight' for n, m in runner.model.named_modules() if isinstance(m, _ConvNd)}
+    assert set(selection.reasons) == convs | {'head.fc.weight'}
+
+
 # ------------------------------------------------------------------ the shrinker
 def test_shrinker_scales_sizes_and_schedule_and_keeps_the_config(imagenet, tmp_path):
     cfg = load('efficientnet-b1_wd_16xb64-350e_in1k')

@@ -14,7 +14,7 @@ from torch import nn
 
 import fixnorm_mm  # noqa: F401
 from fixnorm_mm.convert import convert_to_fixnorm
-from fixnorm_mm.fold import plain_model_cfg
+from fixnorm_mm.fold import fold_checkpoint, plain_model_cfg
 from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 import rank_dump  # noqa: F401  (registers RankDumpHook)
 
@@ -154,4 +154,13 @@ def test_stock_fcos_config_trains_with_a_constant_fixed_set_norm(tmp_path):
         torch.testing.assert_close(norms['default'], ref, rtol=1e-6, atol=0)
     assert not torch.equal(model.neck.fpn_convs[0].conv.weight, w0)  # it did train
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert osp.exists(tmp_path / 'work' / 'iter_3.pth')
+    # the trained checkpoint folds into one of the stock FCOS config (derived
+    # from the FixNormModel config: model_type back in type)
+    report = fold_checkpoint(cfg, str(tmp_path / 'work' / 'iter_3.pth'),
+                             str(tmp_path / 'plain.pth'), input_shape=(2, 3, 64, 64))
+    assert report['plain_checked'] and report['difference'] <= 1e-5
+    assert report['folded']['bbox_head.conv_cls'] == 'FixNormConv2d'
+    plain = MODELS.build(plain_model_cfg(cfg.model))
+    assert type(plain.bbox_head.conv_cls) is nn.Conv2d
+    plain.load_state_dict(torch.load(tmp_path / 'plain.pth', weights_only=True)['state_dict'],
+                          strict=True)

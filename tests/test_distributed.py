@@ -1,7 +1,8 @@
-"""tools/dist_train.sh CONFIG 2 on the CPU (gloo): a toy model and a shrunk
-config of each task train a few iterations under DDP; afterwards both ranks
-hold identical weights (bit for bit) and the same FixNorm reference norm, and
-the weights equal a single-process run with the same global batch.
+"""tools/dist_train.sh CONFIG 2 on the CPU (gloo): a shrunk config of each task
+trains a few iterations under DDP (and a toy config under tools/slurm_train.sh);
+afterwards both ranks hold identical weights (bit for bit) and the same
+FixNorm reference norm, and the weights equal a single-process run with the
+same global batch. tools/dist_test.sh evaluates on 2 processes.
 
 Equivalence needs the same mathematics in both runs:
 
@@ -137,24 +138,57 @@ default_scope = None
 """
 
 
+FAKE_SRUN = r"""#!/usr/bin/env bash
+# srun for tests: run the command --ntasks times on this machine with Slurm's variables
+N=1
+while [[ $# -gt 0 && "$1" == -* ]]; do
+  case "$1" in --ntasks=*) N="${1#*=}";; -p|-n|-N) shift;; esac
+  shift
+done
+pids=()
+for ((i = 0; i < N; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NTASKS=$N SLURM_NODELIST=node0 "$@" &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+"""
+
+
 @pytest.fixture(scope='module')
 def toy_runs(tmp_path_factory):
+    """The toy config trained by tools/slurm_train.sh on 2 CPU tasks (a stand-in
+    srun/scontrol gives them Slurm's variables, as on a cluster), and in one
+    process with the global batch. tools/dist_train.sh itself is what the task
+    tests below run."""
     tmp = tmp_path_factory.mktemp('toy')
+    bin_dir = tmp / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(FAKE_SRUN)
+    (bin_dir / 'scontrol').write_text('#!/usr/bin/env bash\necho 127.0.0.1\n')
+    for f in ('srun', 'scontrol'):
+        os.chmod(bin_dir / f, 0o755)
     config = tmp / 'toy.py'
     config.write_text(TOY_CONFIG.replace('{out}', str(tmp / 'dist')))
     os.makedirs(tmp / 'dist')
-    log = dist_train(str(config), str(tmp / 'work'))
+    log = run_script(['bash', 'tools/slurm_train.sh', 'cpu', 'toy', str(config), str(tmp / 'work'),
+                      '--cfg-options', f'env_cfg.dist_cfg.port={free_port()}'],
+                     extra_env=dict(PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+                                    GPUS='2', GPUS_PER_NODE='0', NTASKS_PER_NODE='2',
+                                    PYTHON=sys.executable))
     cfg = Config.fromfile(str(config))
-    cfg.train_dataloader.batch_size = 4  # the global batch of 2 ranks x 2
+    cfg.train_dataloader.batch_size = 4  # the global batch of 2 tasks x 2
     cfg.custom_hooks = []
     cfg.work_dir = str(tmp / 'single_work')
     single = single_run(cfg, str(tmp / 'single'))
     return tmp, log, single
 
 
-def test_toy_ddp_equals_single_process(toy_runs):
+def test_toy_on_slurm_cpu_tasks_equals_single_process(toy_runs):
     tmp, log, single = toy_runs
-    assert "backend 'gloo', rank 0 of 2" in log  # rank 1 logs errors only
+    # nccl in the config, no GPU: gloo (rank 1 logs errors only)
+    assert "backend 'gloo', rank 0 of 2" in log
     assert 'followed by GlooSyncBatchNorm' in log
     check_equivalent(str(tmp / 'dist'), single, rtol=1e-5, atol=1e-6)
 
@@ -174,53 +208,6 @@ def test_toy_dist_test_equals_single_process(toy_runs):
     # the 2 ranks' results are gathered: all 10 samples, each once
     assert 'samples: 10' in out
     assert accuracy == pytest.approx(metrics['accuracy'])
-
-
-FAKE_SRUN = r"""#!/usr/bin/env bash
-# srun for tests: run the command --ntasks times on this machine with Slurm's variables
-N=1
-while [[ $# -gt 0 && "$1" == -* ]]; do
-  case "$1" in --ntasks=*) N="${1#*=}";; -p|-n|-N) shift;; esac
-  shift
-done
-pids=()
-for ((i = 0; i < N; i++)); do
-  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NTASKS=$N SLURM_NODELIST=node0 "$@" &
-  pids+=($!)
-done
-rc=0
-for p in "${pids[@]}"; do wait "$p" || rc=$?; done
-exit $rc
-"""
-
-
-def test_slurm_train_on_cpu_nodes(toy_runs, tmp_path):
-    """tools/slurm_train.sh through a stand-in srun/scontrol: the slurm launcher
-    path initialises gloo from SLURM_* variables, as mmengine's does with nccl."""
-    tmp, _, single = toy_runs
-    bin_dir = tmp_path / 'bin'
-    bin_dir.mkdir()
-    (bin_dir / 'srun').write_text(FAKE_SRUN)
-    (bin_dir / 'scontrol').write_text('#!/usr/bin/env bash\necho 127.0.0.1\n')
-    for f in ('srun', 'scontrol'):
-        os.chmod(bin_dir / f, 0o755)
-    config = tmp_path / 'toy.py'
-    config.write_text(TOY_CONFIG.replace('{out}', str(tmp_path / 'dist')))
-    os.makedirs(tmp_path / 'dist')
-    port = str(free_port())
-    log = run_script(['bash', 'tools/slurm_train.sh', 'cpu', 'fixnorm', str(config),
-                      str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_iters=2',
-                      f'env_cfg.dist_cfg.port={port}'],
-                     extra_env=dict(
-                         PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
-                         GPUS='2', GPUS_PER_NODE='0', NTASKS_PER_NODE='2',
-                         PYTHON=sys.executable))
-    assert "backend 'gloo', rank 0 of 2" in log
-    r0, r1 = (torch.load(tmp_path / 'dist' / f'rank{r}.pth', weights_only=False)
-              for r in (0, 1))
-    assert len(r0['norms']) == 2
-    for k in r0['state_dict']:
-        assert torch.equal(r0['state_dict'][k], r1['state_dict'][k]), k
 
 
 # ---- the three tasks -------------------------------------------------------------------

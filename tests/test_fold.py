@@ -64,7 +64,7 @@ def build(cfg):
     return MODELS.build(cfg.model)
 
 
-def fold_and_check(tmp_path, fixnorm_cfg, plain_cfg, input_shape, plain_arg=True):
+def fold_and_check(tmp_path, fixnorm_cfg, plain_cfg, input_shape):
     """Build the FixNorm model, make it look trained, save it, fold it with the
     tool, load the result strictly into the plain config's model, compare."""
     model = build(fixnorm_cfg)
@@ -77,12 +77,10 @@ def fold_and_check(tmp_path, fixnorm_cfg, plain_cfg, input_shape, plain_arg=True
     torch.save(dict(state_dict=model.state_dict(), meta=dict(dataset_meta=dict(classes=['a']))),
                ckpt)
     fixnorm_cfg.dump(str(tmp_path / 'fixnorm_cfg.py'))
-    argv = [str(tmp_path / 'fixnorm_cfg.py'), str(ckpt), str(tmp_path / 'plain.pth'),
-            '--input-shape', *map(str, input_shape)]
-    if plain_arg:
-        plain_cfg.dump(str(tmp_path / 'plain_cfg.py'))
-        argv += ['--plain-config', str(tmp_path / 'plain_cfg.py')]
-    load_tool().main(argv)
+    plain_cfg.dump(str(tmp_path / 'plain_cfg.py'))
+    load_tool().main([str(tmp_path / 'fixnorm_cfg.py'), str(ckpt), str(tmp_path / 'plain.pth'),
+                      '--plain-config', str(tmp_path / 'plain_cfg.py'),
+                      '--input-shape', *map(str, input_shape)])
 
     folded = torch.load(tmp_path / 'plain.pth', weights_only=True)
     assert folded['meta']['dataset_meta'] == dict(classes=['a'])

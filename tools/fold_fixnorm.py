@@ -28,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument('out', help='where to write the folded checkpoint')
     parser.add_argument('--plain-config', help='the plain upstream config to check against')
     parser.add_argument('--input-shape', type=int, nargs='+',
-                        help='N C H W of the random check batch (default 1 C 64 64)')
+                        help='N C H W of the random check batch (default 2 C 64 64)')
     parser.add_argument('--tolerance', type=float, default=1e-5,
                         help='largest relative output difference accepted')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,

@@ -1,6 +1,10 @@
 # MobileNetV2x1.12* (SE, swish, stochastic depth, AutoAugment), 350 epochs,
 # FixNorm-tune (Table 2): top-1 77.40.
-_base_ = ['./_base_/mobilenet-v2-x1.12-tricks.py', './_base_/cosine_350e.py', './_base_/fixnorm_sgd.py']
+_base_ = [
+    './_base_/mobilenet-v2-x1.12-tricks.py',
+    './_base_/cosine_350e.py',
+    './_base_/fixnorm_sgd.py',
+]
 # App. C: the SE layers' FC layers are weight-normalised and join the fixed set
 model = dict(
     backbone=dict(se_conv_cfg=dict(type='WNConv2d')),

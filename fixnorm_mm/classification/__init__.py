@@ -18,7 +18,7 @@ The SE FC layers of the first two become WN layers with
 from .efficientnet_wn_se import EfficientNetWNSE
 from .heads import DropoutLinearClsHead, FixNormClsHead
 from .mobilenet_v2_se import MobileNetV2SE
-from .resnet_se import ResNetV1dSE, SEBottleneckV1d
+from .resnet_se import ResNetV1dSE, SEDropPathBottleneck
 
 __all__ = ['FixNormClsHead', 'DropoutLinearClsHead', 'MobileNetV2SE', 'ResNetV1dSE',
-           'SEBottleneckV1d', 'EfficientNetWNSE']
+           'SEDropPathBottleneck', 'EfficientNetWNSE']

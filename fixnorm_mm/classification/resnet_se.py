@@ -21,7 +21,7 @@ from mmpretrain.registry import MODELS
 from torch import Tensor
 
 
-class SEBottleneckV1d(Bottleneck):
+class SEDropPathBottleneck(Bottleneck):
     """Bottleneck + SE on the residual branch + stochastic depth.
 
     mmpretrain's ``SEBottleneck`` builds a ReLU SE layer of plain convs and
@@ -69,9 +69,9 @@ class ResNetV1dSE(ResNetV1d):
     """
 
     arch_settings = {
-        50: (SEBottleneckV1d, (3, 4, 6, 3)),
-        101: (SEBottleneckV1d, (3, 4, 23, 3)),
-        152: (SEBottleneckV1d, (3, 8, 36, 3)),
+        50: (SEDropPathBottleneck, (3, 4, 6, 3)),
+        101: (SEDropPathBottleneck, (3, 4, 23, 3)),
+        152: (SEDropPathBottleneck, (3, 8, 36, 3)),
     }
 
     def __init__(self, depth: int, se_ratio: int = 16,

@@ -21,8 +21,9 @@ and keeps what the experiment is about: the model as configured (full size:
 only its number of classes changes), the head (FixNorm-FC and its alpha), the
 optimizer, the optim wrapper, custom hooks, the augmentation pipeline (at a
 smaller resolution), and the *shape* of the learning-rate schedule (rescaled
-in time). At 32 pixels a ResNet50-D step on 2 images takes well under a
-second on one CPU core.
+in time). At 32 pixels a ResNet50-D step on 2 images takes about half a
+second on one CPU core; on a CPU shared with other jobs, ``torch.set_num_threads(1)``
+avoids OpenMP threads waiting for each other (several times slower).
 """
 import copy
 import math
