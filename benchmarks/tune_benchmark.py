@@ -18,7 +18,7 @@ the best accuracy any method reached. The paper (Sec. 3.1, Fig. 5) reports
 Finished trials are kept in ``<work-dir>/study.db``: running the command again
 re-runs nothing and only reprints the table.
 
-    python benchmarks/tune_benchmark.py [--parallel 2] [--bo-trials 33] [--bo-seeds 0 1 2]
+    python benchmarks/tune_benchmark.py [--parallel 2] [--bo-trials 25] [--bo-seeds 0 1 2]
 """
 import argparse
 import math
@@ -34,8 +34,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'tune_benchmark'))
     p.add_argument('--parallel', type=int, default=2, help='trials at once (CPU processes)')
-    p.add_argument('--bo-trials', type=int, default=33,
-                   help='BO+WD trials per seed (full trainings; 3x FixNorm-tune\'s 11 T_max)')
+    p.add_argument('--bo-trials', type=int, default=25,
+                   help='BO+WD trials per seed (full trainings; the paper spent 25 and 35)')
     p.add_argument('--bo-seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--margin', type=float, default=1.0,
                    help='"near the best": within this many accuracy points')

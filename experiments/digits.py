@@ -212,6 +212,10 @@ class CurveRecorder(Hook):
         self.interval = interval
         self.curves: Dict[str, list] = {}
 
+    def before_train(self, runner) -> None:
+        # ||W_0||: the reference Algo 1 rescales to (Fig. 1 left starts here)
+        self._add('conv_norm', 0, conv_weight_norm(runner.model))
+
     def _add(self, key: str, it: int, value: float) -> None:
         self.curves.setdefault(key, []).append((it, float(value)))
 

@@ -24,7 +24,6 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
@@ -35,8 +34,9 @@ CPU_BACKENDS = ('gloo', 'mpi')
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """Sum over processes whose backward is the same sum: d(sum_r x_r)/dx_r = 1
-    for the loss of every process, and each process holds one of them."""
+    """``sum_r x_r`` over the processes. Its backward is again a sum over the
+    processes: every process's loss depends on ``x_r`` through the sum, so
+    d(sum of the losses)/dx_r = sum_r' dL_r'/d(sum)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, group) -> Tensor:

@@ -7,7 +7,6 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hub import get_config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 from torch import nn
@@ -79,10 +78,15 @@ def test_convert_with_patterns_and_exclude():
     assert isinstance(Net().fc, nn.Linear) and not isinstance(model.fc, WNLinear)
 
 
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+FCOS = osp.join(ROOT, 'configs/convert/fcos_r50-caffe_fpn_gn-head_fixnorm_1x_coco.py')
+DEEPLABV3 = osp.join(ROOT, 'configs/convert/'
+                     'deeplabv3_r50-d8_fixnorm_4xb2-40k_cityscapes-512x1024.py')
+
+
 def _tiny_deeplabv3():
-    cfg = get_config('mmseg::deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py')
-    cfg.model = dict(cfg.model, type='FixNormModel', model_type=cfg.model.type,
-                     final_layer='decode_head.conv_seg', alpha=1.0)
+    cfg = Config.fromfile(DEEPLABV3)
+    assert cfg.model.type == 'FixNormModel' and cfg.model.model_type == 'EncoderDecoder'
     cfg.model.pretrained = None
     cfg.model.backbone.update(depth=18, base_channels=8, stem_channels=8)
     cfg.model.decode_head.update(in_channels=64, channels=16, dilations=(1, 2))
@@ -110,21 +114,12 @@ def test_deeplabv3_builds_converted_with_its_own_class():
     assert set(plain.state_dict()) <= set(model.state_dict())
 
 
-FCOS_FIXNORM = """
-_base_ = 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'
-model = dict(type='FixNormModel', model_type=_base_.model.type,
-             final_layer='bbox_head.conv_cls', alpha=0.5)
-optim_wrapper = dict(type='FixNormOptimWrapper', constructor='FixNormOptimWrapperConstructor',
-                     optimizer=dict(weight_decay=0))
-"""
-
-
 def test_stock_fcos_config_trains_with_a_constant_fixed_set_norm(tmp_path):
-    """mmdet's FCOS (which no provided config uses) + the documented lines."""
+    """mmdet's FCOS (which no provided config uses) + the documented lines
+    (configs/convert/fcos_*.py), trained, then folded back into stock FCOS."""
     from fixnorm_mm.testing.detection import make_coco_dataset, shrink_coco_config
-    (tmp_path / 'fcos_fixnorm.py').write_text(FCOS_FIXNORM)
     data = make_coco_dataset(str(tmp_path / 'coco'), num_train=2, num_val=1, image_size=64)
-    cfg = Config.fromfile(str(tmp_path / 'fcos_fixnorm.py'))
+    cfg = Config.fromfile(FCOS)
     assert cfg.model.type == 'FixNormModel' and cfg.model.model_type == 'FCOS'
     cfg = shrink_coco_config(cfg, data, work_dir=str(tmp_path / 'work'), max_iters=3,
                              width=32)  # GN(32) in the FCOS head
@@ -154,6 +149,7 @@ def test_stock_fcos_config_trains_with_a_constant_fixed_set_norm(tmp_path):
         torch.testing.assert_close(norms['default'], ref, rtol=1e-6, atol=0)
     assert not torch.equal(model.neck.fpn_convs[0].conv.weight, w0)  # it did train
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert osp.exists(tmp_path / 'work' / 'iter_3.pth')
     # the trained checkpoint folds into one of the stock FCOS config (derived
     # from the FixNormModel config: model_type back in type)
     report = fold_checkpoint(cfg, str(tmp_path / 'work' / 'iter_3.pth'),

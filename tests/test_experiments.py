@@ -74,14 +74,17 @@ def test_algo1_vs_wd_smoke(tmp_path):
     runs = raw['runs']
     assert len(runs) == 2 * 2 * 2  # methods x lrs x seeds
     for r in runs:
-        conv = np.array(_values(r, 'conv_norm'))
+        conv = np.array(_values(r, 'conv_norm'))  # conv[0]: ||W_0|| before the first step
+        assert r['curves']['conv_norm'][0][0] == 0 and len(conv) == 3
+        drift = np.abs(conv - conv[0]).max() / conv[0]
         if r['spec']['method'] == 'algo1':
-            # Algo 1 fixes exactly the convs; the plain FC stays out (and keeps its WD)
+            # Algo 1 fixes exactly the convs, at ||W_0|| after every step (float32
+            # rounding only); the plain FC stays out (and keeps its WD)
             assert r['fixed'] == {'default': CONVS}
-            np.testing.assert_allclose(conv, conv[0], rtol=1e-5)
+            assert drift < 5e-7
         else:
             assert r['fixed'] is None
-            assert abs(conv[-1] - conv[0]) / conv[0] > 1e-5  # WD + SGD move ||W_conv||
+            assert drift > 2e-6  # WD and the SGD steps move ||W_conv||
     for m in algo1_vs_wd.METHODS:
         assert raw['best'][m]['lr'] in algo1_vs_wd.SMOKE['lrs']
         assert len(raw['best'][m]['test']) == 2

@@ -485,3 +485,20 @@ def test_compare_methods_smoke(tmp_path):
     assert table.count('\n') == 2 + len(METHODS) and 'per-layer FixNorm' in table
     assert (tmp_path / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert (tmp_path / 'results.json').exists()
+
+
+def test_train_tool_method_switch_then_cfg_options(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'train_tool', osp.join(osp.dirname(__file__), '..', 'tools', 'train.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg_file = tmp_path / 'cfg.py'
+    Config(runner_cfg(tmp_path)).dump(str(cfg_file))
+    args = tool.argparse.Namespace(
+        config=str(cfg_file), launcher='none', method='wrs', work_dir=None, amp=False,
+        auto_scale_lr=False, resume=None,
+        cfg_options={'optim_wrapper.optimizer.lr': 0.25})
+    cfg = tool.build_cfg(args)
+    assert cfg.optim_wrapper.type == apply_method(Config(runner_cfg(tmp_path)), 'wrs').optim_wrapper.type
+    assert cfg.optim_wrapper.type != 'FixNormOptimWrapper'
+    assert cfg.optim_wrapper.optimizer.lr == 0.25

@@ -12,6 +12,7 @@ import os.path as osp
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,8 +21,8 @@ import torch
 from mmengine.config import Config
 
 from fixnorm_mm.tuning import (PAPER_LR_RANGES, BOWDTune, FixNormTune, TrainingLauncher,
-                               TrialFailed, TrialOutcome, default_storage, find_key,
-                               load_result, lr_probes, read_metric, scale_schedule)
+                               TrialFailed, TrialOutcome, TrialStore, default_storage, find_key,
+                               load_result, lr_probes, read_metric, scale_schedule, trial_key)
 from fixnorm_mm.tuning.launcher import format_option, training_divergence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -189,6 +190,63 @@ def test_bo_wd_same_interface_resumes_from_its_storage_and_records_failures(tmp_
     for t in result.trials:
         if t.failed:
             assert t.info['error'] == 'diverged: training loss is nan'
+
+
+# -------------------------------------------------- shared storage, claims
+def _memoized(store, run):
+    return store.memoize(run, lambda lr, a, b: trial_key(lr=lr, alpha=a, budget=b),
+                         lambda lr, a, b: (dict(lr=lr, alpha=a, budget=b), {}),
+                         log=lambda msg: None)
+
+
+def test_two_workers_on_one_storage_run_every_trial_once(tmp_path):
+    # two "nodes" replay Algo 2 against the same storage at the same time
+    storage, ran, lock = default_storage(str(tmp_path)), [], threading.Lock()
+    objective = synthetic(2.6, 1.4, 4.0)
+
+    def worker(name):
+        def run(lr, alpha, budget, state):
+            with lock:
+                ran.append((name, lr, alpha, budget))
+            time.sleep(0.05)
+            return TrialOutcome(objective(lr, alpha, budget), {})
+        store = TrialStore(storage, 'fixnorm-tune', poll_interval=0.05)
+        with ThreadPoolExecutor(2) as pool:
+            return FixNormTune().run(_memoized(store, run), map=pool.map)
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(worker, ['a', 'b'])
+    points = [r[1:] for r in ran]
+    assert len(points) == len(set(points)) == 15  # each trial trained once, by one worker
+    assert (a.best_lr, a.best_alpha, a.lr_probes) == (b.best_lr, b.best_alpha, b.lr_probes)
+    assert (a.best_lr, a.best_alpha) == (1.4, 4.0)
+    assert sum(t.info.get('cached', False) for t in a.trials + b.trials) == 15
+
+
+def test_a_dead_worker_on_another_host_is_found_by_its_heartbeat(tmp_path):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+    store = TrialStore(default_storage(str(tmp_path)), 'fixnorm-tune', heartbeat_interval=1,
+                       grace_period=1, poll_interval=0.2)
+    key = trial_key(lr=0.8, alpha=1.0, budget=0.2)
+    # a trial that a worker on node-7 claimed before it died: RUNNING, heartbeat stopped
+    dead = store.storage.create_new_trial(store.study._study_id, template_trial=create_trial(
+        state=TrialState.RUNNING, params=dict(lr=0.8), distributions=dict(
+            lr=FloatDistribution(0.8, 0.8)), user_attrs=dict(key=key, host='node-7', pid=1)))
+    store.storage.record_heartbeat(dead)
+    states = []
+
+    def run(lr, alpha, budget, state):
+        states.append(state)
+        return TrialOutcome(70.0, dict(work_dir='/w'))
+    start = time.time()
+    assert _memoized(store, run)(0.8, 1.0, 0.2).metric == 70.0
+    assert states == [dict(resume=True)] and time.time() - start >= 1
+    first, second = store.trials()
+    assert first.state == TrialState.FAIL and 'error' not in first.user_attrs
+    assert second.state == TrialState.COMPLETE and second.user_attrs['work_dir'] == '/w'
+    # and now it is finished: asking again does not run it
+    assert _memoized(store, run)(0.8, 1.0, 0.2).info['cached'] and len(states) == 1
 
 
 # --------------------------------------------------------- budget schedules

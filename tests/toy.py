@@ -52,7 +52,8 @@ class ToyDataset(BaseDataset):
 @METRICS.register_module(force=True)
 class ToyAccuracy(BaseMetric):
     def process(self, data_batch, data_samples):
-        self.results += [float(d.pred == d.gt_label[0]) for d in data_samples]
+        # mmengine's evaluator hands over data samples converted to dicts
+        self.results += [float(d['pred'] == d['gt_label'][0]) for d in data_samples]
 
     def compute_metrics(self, results):
         return dict(accuracy=sum(results) / len(results))

@@ -27,6 +27,9 @@ def parse_args():
                         help='resume from the given checkpoint, or the latest one '
                              'in work_dir when no path is given')
     parser.add_argument('--amp', action='store_true', help='mixed precision training')
+    parser.add_argument('--method', choices=['wd', 'fixnorm', 'fixnorm_per_layer', 'eps_l2', 'wrs'],
+                        help='train with this norm-control method instead of the config\'s '
+                             '(configs/_base_/methods/); --cfg-options still apply after it')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual batch size (auto_scale_lr)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -42,6 +45,9 @@ def parse_args():
 def build_cfg(args) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if args.method is not None:
+        from fixnorm_mm.methods import apply_method
+        cfg = apply_method(cfg, args.method)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:

@@ -14,9 +14,10 @@ attribute (it crashed or diverged: a result, not re-run unless
 ``retry_failed``). A FAIL without ``error`` is a trial whose worker died or
 that lost a claim race; it does not count and its key is run again.
 
-Claims: a worker creates a RUNNING trial for the key, then reads back all
-RUNNING trials of that key; the lowest trial number wins and the others fail
-themselves. A worker that dies leaves its trial RUNNING: on its own host it is
+Claims: a worker creates a RUNNING trial for the key, then reads back the
+key's trials; if one with a lower number is running, or one has finished
+meanwhile, the worker fails its own claim (without ``error``) and waits or
+takes the result. Storages serialise writes, so exactly one claim survives. A worker that dies leaves its trial RUNNING: on its own host it is
 recognised at once (its process is gone), elsewhere when its heartbeat is
 older than ``grace_period`` seconds.
 """
@@ -76,20 +77,36 @@ class TrialStore:
 
     def __init__(self, storage: str, study_name: str, heartbeat_interval: int = 60,
                  grace_period: int = 300, poll_interval: float = 5.0, sampler=None) -> None:
+        import warnings
+
         import optuna
+        import sqlalchemy.exc
         from optuna.storages import RDBStorage
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # heartbeats and fail_stale_trials are "experimental" in Optuna; they are
+        # what tells a dead worker's trial from a running one, so we use them
+        warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
         self._optuna = optuna
         engine_kwargs = {}
         if storage.startswith('sqlite'):
             # parallel trials write concurrently; wait for the file lock instead of failing
             engine_kwargs = dict(connect_args=dict(timeout=120))
-        self.storage = RDBStorage(storage, engine_kwargs=engine_kwargs,
-                                  heartbeat_interval=heartbeat_interval,
-                                  grace_period=grace_period)
-        self.study = optuna.create_study(storage=self.storage, study_name=study_name,
-                                         direction='maximize', load_if_exists=True,
-                                         sampler=sampler)
+        for attempt in range(10):
+            try:
+                self.storage = RDBStorage(storage, engine_kwargs=engine_kwargs,
+                                          heartbeat_interval=heartbeat_interval,
+                                          grace_period=grace_period)
+                self.study = optuna.create_study(storage=self.storage, study_name=study_name,
+                                                 direction='maximize', load_if_exists=True,
+                                                 sampler=sampler)
+                break
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+                # workers started together race to create the schema of a new
+                # database ("table ... already exists", a duplicate schema
+                # version); the losers retry on the schema the winner made
+                if attempt == 9:
+                    raise
+                time.sleep(0.2 + 0.3 * attempt)
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
         self._retired: set = set()
@@ -188,11 +205,15 @@ class TrialStore:
             user_attrs=dict(attrs, key=key, **self.owner_attrs()))
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         self.storage.record_heartbeat(trial_id)
-        running = sorted((t for t in self._by_key(key) if t.state == TrialState.RUNNING),
-                         key=lambda t: t.number)
-        if running and running[0]._trial_id != trial_id:
-            self._fail(trial_id)  # lost the race: no 'error', so it does not count
-            return 'busy', running[0]
+        # read back: a claim made before ours (lower number) that is running or
+        # has even finished in the meantime wins; ours then does not count
+        same = self._by_key(key)
+        done = [t for t in same if self.is_finished(t)]
+        earlier = [t for t in same if t.state == TrialState.RUNNING and t._trial_id != trial_id
+                   and t.number < next(u.number for u in same if u._trial_id == trial_id)]
+        if done or earlier:
+            self._fail(trial_id)  # no 'error': a lost race is not a result
+            return ('done', done[-1]) if done else ('busy', earlier[0])
         return 'mine', trial_id
 
     def set_attrs(self, trial_id: int, attrs: Dict[str, Any]) -> None:

@@ -48,6 +48,8 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
                         trial_key(lr=lr, alpha=alpha, budget=budget))
 
     def run(lr, alpha, budget, state):
+        log(f'[fixnorm-tune] {"resuming" if state["resume"] else "starting"} lr={lr:g} '
+            f'alpha={alpha:g} budget={budget:g} in {trial_dir(lr, alpha, budget)}')
         options = dict(launcher.schedule_options(budget))
         options[lr_key] = lr
         options[alpha_key] = alpha
@@ -93,6 +95,7 @@ def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storag
             trial.set_user_attr(k, v)
 
     def objective(lr, wd, budget):
+        log(f'[bo-wd] starting lr={lr:.4g} weight_decay={wd:.3g} in {trial_dir(lr, wd)}')
         options = dict(launcher.schedule_options(budget))
         options[lr_key] = lr
         options[wd_key] = wd
