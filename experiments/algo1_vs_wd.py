@@ -75,9 +75,10 @@ def figure(summary, lrs, path):
     ax[0].set(xscale='log', xlabel='learning rate', ylabel='test accuracy (%)',
               title='grid search of lr (mean ± std over seeds)')
     ax[1].set(xlabel='iteration', ylabel='val accuracy (%)', title='accuracy at the best lr')
-    ax[2].set(xlabel='iteration', ylabel='||W_conv||_2', title='global conv weight norm (Fig. 1 left)')
-    lo = min(min(report.mean_curve(summary[m]['rows'][summary[m]['best_lr']], 'val_accuracy')[1][-3:])
-             for m in METHODS)
+    ax[2].set(xlabel='iteration', ylabel='||W_conv||_2',
+              title='global conv weight norm (Fig. 1 left)')
+    lo = min(min(report.mean_curve(summary[m]['rows'][summary[m]['best_lr']],
+                                   'val_accuracy')[1][-3:]) for m in METHODS)
     ax[1].set_ylim(max(lo - 8, 0), 100)
     for a in ax:
         a.grid(alpha=0.3)

@@ -16,7 +16,7 @@ norm of the weight the final layer applies (||W^FC||, ||g|| or min(g, cap)).
 The paper's claim: WN-FC's g keeps growing and its MCBR rises above Algo 1's,
 FixNorm-FC keeps MCBR low and closes the accuracy gap.
 
-    python experiments/final_layer.py [--lr 0.2 --alpha 1] [--smoke]
+    python experiments/final_layer.py [--lr 0.2 --alpha 0.5] [--smoke]
 """
 import os
 import sys
@@ -84,15 +84,13 @@ def figure(groups, cap, path):
 
 
 def main(argv=None) -> dict:
-    import argparse
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument('--lr', type=float)
-    pre.add_argument('--alpha', type=float)
-    known, rest = pre.parse_known_args(argv if argv is not None else sys.argv[1:])
-    args = report.parse_args(__doc__.splitlines()[0], rest)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    def extra(p):
+        p.add_argument('--lr', type=float, help=f"learning rate (default {FULL['lr']})")
+        p.add_argument('--alpha', type=float, help=f"FixNorm-FC alpha (default {FULL['alpha']})")
+
+    args = report.parse_args(__doc__.splitlines()[0], argv, extra)
     cfg = dict(SMOKE if args.smoke else FULL)
-    cfg.update({k: v for k, v in vars(known).items() if v is not None})
+    cfg.update({k: getattr(args, k) for k in ('lr', 'alpha') if getattr(args, k) is not None})
     if args.epochs:
         cfg['epochs'] = args.epochs
     results, prov = report.train_or_load(args, NAME, specs(cfg, args.seeds))

@@ -122,7 +122,8 @@ def main(argv=None) -> dict:
         f'Test accuracy (%) of FixNorm over lr x α, mean ± std over {args.seeds} seeds, '
         f'{cfg["epochs"]} epochs; last column: the lr with the best mean val accuracy '
         'in that row:', table,
-        f"Distinct best lrs over the α rows: {', '.join(f'{x:g}' for x in d['distinct_best_lrs'])}. "
+        'Distinct best lrs over the α rows: '
+        f"{', '.join(f'{x:g}' for x in d['distinct_best_lrs'])}. "
         f"Best cell on val: lr = {d['joint']['lr']:g}, α = {d['joint']['alpha']:g} "
         f"(test {d['joint']['test']:.2f}).",
         'Tuning separately, as Algo 2 does (lr at a fixed α, then α at that lr):', sep,

@@ -15,8 +15,12 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args(description: str, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(description: str, argv: Optional[Sequence[str]] = None,
+               extra=None) -> argparse.Namespace:
+    """The common command line; ``extra(parser)`` adds a script's own options."""
     p = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(p)
     p.add_argument('--smoke', action='store_true',
                    help='a seconds-long run on a subset (for the test suite); '
                         'writes to work_dirs/smoke unless --out is given')

@@ -220,15 +220,24 @@ class TrialStore:
         for k, v in attrs.items():
             self.storage.set_trial_user_attr(trial_id, k, v)
 
-    def complete(self, trial_id: int, metric: float, info: Dict[str, Any]) -> None:
-        from optuna.trial import TrialState
-        self.set_attrs(trial_id, info)
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(metric)])
-
-    def fail(self, trial_id: int, reason: str, info: Dict[str, Any]) -> None:
-        from optuna.trial import TrialState
-        self.set_attrs(trial_id, dict(info, error=reason))
-        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    def finish(self, trial_id: int, metric: Optional[float], attrs: Dict[str, Any]) -> None:
+        """Record a result: COMPLETE with ``metric``, or FAIL (``metric=None``,
+        ``attrs['error']`` says why)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState, create_trial
+        state = TrialState.FAIL if metric is None else TrialState.COMPLETE
+        values = None if metric is None else [float(metric)]
+        try:
+            self.set_attrs(trial_id, attrs)
+            self.storage.set_trial_state_values(trial_id, state, values)
+        except UpdateFinishedTrialError:
+            # our heartbeat lagged past the grace period (an overloaded host) and
+            # another worker declared the trial dead: keep the result anyway, as
+            # a finished copy of it
+            old = self.storage.get_trial(trial_id)
+            self.storage.create_new_trial(self.study._study_id, template_trial=create_trial(
+                state=state, values=values, params=old.params, distributions=old.distributions,
+                user_attrs=dict(old.user_attrs, **attrs)))
 
     def memoize(self, run: Callable[..., TrialOutcome], make_key: Callable[..., str],
                 describe: Callable[..., Dict[str, Any]],
@@ -236,11 +245,13 @@ class TrialStore:
         """An objective that answers finished trials from the storage.
 
         Args:
-            run: ``run(*args, trial_attrs) -> TrialOutcome`` (raises
-                :class:`TrialFailed`); ``trial_attrs`` holds the previous
-                attempt's state (``resume=True`` when a dead worker left it).
-            make_key: ``make_key(*args) -> str``.
-            describe: ``describe(*args) -> (params, attrs)`` stored at the claim.
+            run: ``run(*args, state) -> TrialOutcome`` (raises
+                :class:`TrialFailed`); ``state['resume']`` is True when an
+                earlier attempt was cut off (its worker died), so the run may
+                continue from that attempt's last checkpoint.
+            make_key: ``make_key(*args) -> str``, the trial's identity.
+            describe: ``describe(*args) -> (params, user_attrs)`` stored at the claim.
+            log: told about trials answered from the storage.
         """
         def objective(*args):
             key = make_key(*args)
@@ -261,7 +272,7 @@ class TrialStore:
             try:
                 out = run(*args, dict(resume=interrupted))
             except TrialFailed as err:
-                self.fail(trial_id, err.reason, err.info)
+                self.finish(trial_id, None, dict(err.info, error=err.reason))
                 raise
             except BaseException:
                 # an error of the runner itself, or Ctrl-C: no result, leave no
@@ -270,7 +281,7 @@ class TrialStore:
                 raise
             finally:
                 stop()
-            self.complete(trial_id, out.metric, out.info)
+            self.finish(trial_id, out.metric, out.info)
             return out
         return objective
 
