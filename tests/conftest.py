@@ -10,3 +10,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_scope():
+    """A Runner leaves its default scope as the current one; builds in a later
+    test must not inherit it (mmpretrain's MODELS would then search mmengine's)."""
+    yield
+    from mmengine.registry import DefaultScope
+    DefaultScope._instance_dict.clear()

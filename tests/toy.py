@@ -1,4 +1,6 @@
 """A tiny BN classifier and dataset for the core's Runner tests."""
+import uuid
+
 import torch
 from mmengine.dataset import BaseDataset
 from mmengine.evaluator import BaseMetric
@@ -77,6 +79,8 @@ def runner_cfg(work_dir, max_iters=6, optim_wrapper=None, custom_hooks=(), **ext
         randomness=dict(seed=0, deterministic=False),
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
         default_scope=None,
-        log_level='INFO')
+        log_level='INFO',
+        # runners started within one second would share a logger (and its file)
+        experiment_name=f'toy_{uuid.uuid4().hex[:8]}')
     cfg.update(extra)
     return cfg

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .normalize import normalized_weight, weight_norm
+from .normalize import gain_over_norm, normalized_weight, weight_norm
 
 
 def _check_alpha(alpha) -> float:
@@ -93,7 +93,13 @@ class FixNormLinear(_FixNormMixin, nn.Linear):
         self._init_fixnorm(alpha)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.fixnorm_weight(), self.bias)
+        self._maybe_sync_gain()
+        scale = gain_over_norm(self.weight, self.g, per_output=False, cap=self.cap)
+        # Eq. 10 as written: scale the output, which is smaller than the weight
+        # for a classifier (batch x classes vs. features x classes)
+        y = F.linear(x, self.weight)
+        y = y * scale.to(y.dtype)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
 
 @MODELS.register_module('FixNormConv')

@@ -22,16 +22,23 @@ def weight_norm(weight: Tensor, per_output: bool) -> Tensor:
     return torch.linalg.vector_norm(w, dim=dims, keepdim=True)
 
 
+def gain_over_norm(weight: Tensor, gain: Tensor, per_output: bool,
+                   cap: Optional[float] = None, eps: float = 1e-12) -> Tensor:
+    """``min(g, cap) / ||W||`` in fp32: the factor Eq. 10 / 29 (and WN) apply."""
+    gain = gain.float()
+    if cap is not None:
+        gain = torch.clamp(gain, max=cap)
+    return gain / weight_norm(weight, per_output).clamp_min(eps)
+
+
 def normalized_weight(weight: Tensor, gain: Tensor, per_output: bool,
                       cap: Optional[float] = None, eps: float = 1e-12) -> Tensor:
     """``W / ||W|| * min(g, cap)``, returned in ``weight``'s dtype.
 
-    Because convolution and matrix products are linear in ``W``, applying this
-    to the weight equals applying it to the layer's output (Eq. 10 / 29) and is
-    cheaper: a weight is smaller than an activation.
+    Convolution and matrix products are linear in ``W``, so applying the factor
+    to the weight equals applying it to the layer's output (Eq. 10 / 29). For a
+    conv the weight is the smaller tensor; a linear classifier scales its output
+    instead (``batch x classes`` is smaller than ``features x classes``).
     """
-    gain = gain.float()
-    if cap is not None:
-        gain = torch.clamp(gain, max=cap)
-    scale = gain / weight_norm(weight, per_output).clamp_min(eps)
+    scale = gain_over_norm(weight, gain, per_output, cap, eps)
     return (weight.float() * scale).to(weight.dtype)
