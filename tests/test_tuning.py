@@ -350,17 +350,25 @@ def test_scale_schedule_keeps_fractional_epochs_where_mmengine_converts_them():
         scale_schedule(dict(train_cfg=dict(val_interval=1)), 0.5)
 
 
-def test_coco_config_shrinks_and_its_alpha_is_the_fixnorm_layers():
-    path = osp.join(ROOT, 'configs', 'coco', 'retinanet_r50_fpn_fixnorm_90k_coco.py')
+@pytest.mark.parametrize('path,alpha_key,expected', [
+    # App. D.3: 90k iterations, x0.1 at 60k and 80k, 500 warm-up iterations
+    ('coco/retinanet_r50_fpn_fixnorm_90k_coco.py', 'model.bbox_head.alpha',
+     {'train_cfg.max_iters': 18000, 'param_scheduler.0.end': 100,
+      'param_scheduler.1.end': 18000, 'param_scheduler.1.milestones': [12000, 16000]}),
+    # App. D.2: 40k iterations, poly
+    ('cityscapes/baseoc_r101-d8_fixnorm-tune_4xb2-40k_cityscapes-769x769.py',
+     'model.decode_head.classifier_cfg.alpha',
+     {'train_cfg.max_iters': 8000, 'param_scheduler.0.end': 8000}),
+])
+def test_paper_sweep_configs_shrink_and_name_the_fixnorm_alpha(path, alpha_key, expected):
+    path = osp.join(ROOT, 'configs', path)
     if not osp.exists(path):
-        pytest.skip('COCO configs not present')
+        pytest.skip(f'{path} not present')
     cfg = Config.fromfile(path)
-    # the focal loss's alpha (0.25) is not FixNorm's
-    assert find_key(cfg, 'alpha') == 'model.bbox_head.alpha'
+    # RetinaNet's focal loss has an alpha (0.25) too: it is not FixNorm's
+    assert find_key(cfg, 'alpha') == alpha_key
     opts = scale_schedule(cfg, 0.2)
-    assert opts['train_cfg.max_iters'] == 18000
-    milestones = [v for k, v in opts.items() if k.endswith('milestones')]
-    assert milestones == [[12000, 16000]]
+    assert {k: opts[k] for k in expected} == expected
 
 
 def test_find_key_asks_when_it_cannot_tell():
