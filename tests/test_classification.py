@@ -30,8 +30,8 @@ from fixnorm_mm.engine import FixNormOptimWrapper  # noqa: E402
 from fixnorm_mm.layers import FixNormLinear, WNConv2d  # noqa: E402
 from fixnorm_mm.testing.classification import (IMAGENET_ITERS_PER_EPOCH,  # noqa: E402
                                                make_imagenet_dataset,
-                                               rescaled_schedulers,
                                                shrink_imagenet_config)
+from fixnorm_mm.testing.common import rescaled_schedulers  # noqa: E402
 
 CONFIG_DIR = osp.join(osp.dirname(fixnorm_mm.__file__), '.mim', 'configs', 'imagenet')
 FIXNORM, WD = 'fixnorm', 'wd'
@@ -426,7 +426,8 @@ def test_rescaled_cosine_keeps_its_shape():
                    convert_to_iter_based=True),
               dict(type='CosineAnnealingLR', by_epoch=True, begin=4, end=120,
                    convert_to_iter_based=True)]
-    warmup, cosine = rescaled_schedulers(scheds, 60 / (120 * IMAGENET_ITERS_PER_EPOCH))
+    warmup, cosine = rescaled_schedulers(scheds, 60 / (120 * IMAGENET_ITERS_PER_EPOCH),
+                                         IMAGENET_ITERS_PER_EPOCH)
     assert (warmup['begin'], warmup['end']) == (0, 2)
     assert (cosine['begin'], cosine['end']) == (2, 60) and not cosine['by_epoch']
 

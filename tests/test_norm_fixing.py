@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.optim import OptimWrapper, build_optim_wrapper
+from mmengine.optim import build_optim_wrapper
 from torch import nn
 
 from fixnorm_mm.layers import FixNormLinear, WNConv2d

@@ -1,6 +1,6 @@
 """Hooks: Algo 1 for any optim wrapper, and the mechanism's curves (MCBR, g,
 norms, effective learning rate) for mmengine's visualizer."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F

@@ -34,6 +34,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .common import innermost_dataset, schedule_length, short_cpu_run
+
 #: Iterations in one epoch of ImageNet-1k train (1,281,167 images) at the
 #: paper's batch 1024 (16 GPUs x 64, ``ceil(80,073 / 64)`` per GPU): converts
 #: epoch-based schedules into iterations before rescaling.
@@ -172,46 +174,16 @@ def shrink_imagenet_config(cfg, data: ImageNetToy, work_dir: str, max_iters: int
     if cfg.get('data_preprocessor') is not None:
         cfg.data_preprocessor['num_classes'] = num_classes
 
-    old_len = _schedule_length(cfg)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                         val_interval=val_interval or max_iters)
-    cfg.val_cfg = dict(type='ValLoop')
-    cfg.test_cfg = dict(type='TestLoop')
-    cfg.param_scheduler = rescaled_schedulers(cfg.get('param_scheduler'),
-                                              max_iters / old_len)
-
-    cfg.work_dir = str(work_dir)
-    cfg.default_hooks = cfg.get('default_hooks', {})
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', by_epoch=False,
-        interval=max_iters if save_checkpoint else -1, save_last=save_checkpoint)
+    short_cpu_run(cfg, work_dir, max_iters, _schedule_length(cfg), seed, val_interval,
+                  checkpoint_interval=max_iters if save_checkpoint else -1,
+                  iters_per_epoch=IMAGENET_ITERS_PER_EPOCH)
     if 'visualization' in cfg.default_hooks:
         cfg.default_hooks.visualization = dict(type='VisualizationHook', enable=False)
-    cfg.log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
-    for hook in cfg.get('custom_hooks', []) or []:
-        if 'interval' in hook:
-            hook['interval'] = 1
-    cfg.randomness = dict(seed=seed)
-    cfg.launcher = 'none'
-    cfg.load_from = None
-    cfg.resume = False
-    cfg.env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'),
-                       mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
     return cfg
 
 
 def _innermost_dataset(dataset: dict) -> dict:
-    """Dataset wrappers (RepeatDataset, ClassBalancedDataset, ...) hold the
-    real dataset under ``dataset``; ConcatDataset's first part is used."""
-    while 'pipeline' not in dataset:
-        if 'dataset' in dataset:
-            dataset = dataset['dataset']
-        elif 'datasets' in dataset:
-            dataset = dataset['datasets'][0]
-        else:
-            raise KeyError(f'shrink_imagenet_config: no pipeline in dataset config {dataset!r}')
-    return dataset
+    return innermost_dataset(dataset, 'pipeline', 'shrink_imagenet_config')
 
 
 def _training_resolution(cfg) -> int:
@@ -296,49 +268,4 @@ def _set_num_classes(model: dict, num_classes: int) -> None:
 
 
 def _schedule_length(cfg) -> float:
-    """Length of the original training in iterations."""
-    train_cfg = cfg.get('train_cfg') or {}
-    if 'max_iters' in train_cfg:
-        return float(train_cfg['max_iters'])
-    if 'max_epochs' in train_cfg:
-        return float(train_cfg['max_epochs'] * IMAGENET_ITERS_PER_EPOCH)
-    raise KeyError('shrink_imagenet_config: train_cfg has neither max_iters nor max_epochs')
-
-
-def rescaled_schedulers(schedulers, factor: float,
-                        iters_per_epoch: int = IMAGENET_ITERS_PER_EPOCH) -> list:
-    """Each parameter scheduler moved to iterations and rescaled in time by ``factor``.
-
-    ``begin``/``end``/``milestones``/``T_max``/``step_size`` are scaled and
-    rounded, every scheduler kept at least two iterations long (mmengine's
-    LinearLR reaches its end factor only at its second step, so a
-    one-iteration warm-up would leave the lr at ``start_factor`` for good).
-    An exponential scheduler's ``gamma`` is raised to the power
-    ``1 / (unit * factor)``, so that it decays as much in total.
-    """
-    if schedulers is None:
-        return []
-    out = []
-    for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-        s = copy.deepcopy(dict(s))
-        unit = iters_per_epoch if s.pop('by_epoch', True) else 1
-        s.pop('convert_to_iter_based', None)
-        s['by_epoch'] = False
-
-        def scaled(v):
-            return int(round(v * unit * factor))
-        begin = scaled(s.get('begin', 0))
-        s['begin'] = begin
-        if 'end' in s and s['end'] is not None and math.isfinite(s['end']) \
-                and s['end'] < 1e8:
-            s['end'] = max(begin + 2, scaled(s['end']))
-        if 'milestones' in s:
-            s['milestones'] = [max(begin + 1, scaled(m)) for m in s['milestones']]
-        if 'T_max' in s and s['T_max'] is not None:
-            s['T_max'] = max(1, scaled(s['T_max']))
-        if 'step_size' in s:
-            s['step_size'] = max(1, scaled(s['step_size']))
-        if str(s.get('type', '')).startswith('Exponential') and 'gamma' in s:
-            s['gamma'] = float(s['gamma']) ** (1.0 / (unit * factor))
-        out.append(s)
-    return out
+    return schedule_length(cfg, IMAGENET_ITERS_PER_EPOCH, 'shrink_imagenet_config')

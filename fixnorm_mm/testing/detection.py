@@ -22,13 +22,14 @@ hooks, and the *shape* of the learning-rate schedule (rescaled in time).
 """
 import copy
 import json
-import math
 import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .common import innermost_dataset, schedule_length, short_cpu_run
 
 #: Colours (RGB) of the drawn boxes, one per class.
 PALETTE = ((220, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 30),
@@ -174,43 +175,14 @@ def shrink_coco_config(cfg, data: CocoToy, work_dir: str, max_iters: int = 4,
     _shrink_data(cfg, data, batch_size, size)
     _shrink_model(cfg.model, len(data.classes), tiny_model, width, score_thr)
     old_len = _schedule_length(cfg)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                         val_interval=val_interval or max_iters)
-    cfg.val_cfg = dict(type='ValLoop')
-    cfg.test_cfg = dict(type='TestLoop')
-    cfg.param_scheduler = _rescaled_schedulers(cfg.get('param_scheduler'),
-                                               max_iters / old_len)
-
-    cfg.work_dir = str(work_dir)
-    cfg.default_hooks = cfg.get('default_hooks', {})
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False,
-                                        interval=max_iters)
-    cfg.log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
-    for hook in cfg.get('custom_hooks', []) or []:
-        if 'interval' in hook:
-            hook['interval'] = 1
-    cfg.randomness = dict(seed=seed)
-    cfg.launcher = 'none'
-    cfg.load_from = None
-    cfg.resume = False
-    cfg.env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'),
-                       mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
+    short_cpu_run(cfg, work_dir, max_iters, old_len, seed, val_interval,
+                  iters_per_epoch=COCO_ITERS_PER_EPOCH)
     return Config(cfg.to_dict(), filename=cfg.filename,
                   format_python_code=format_python_code)
 
 
 def _innermost_dataset(dataset: dict) -> dict:
-    """Dataset wrappers (RepeatDataset, ClassBalancedDataset, ...) hold the
-    real dataset under ``dataset``; ConcatDataset's first part is used."""
-    while 'ann_file' not in dataset:
-        if 'dataset' in dataset:
-            dataset = dataset['dataset']
-        elif 'datasets' in dataset:
-            dataset = dataset['datasets'][0]
-        else:
-            raise KeyError(f'shrink_coco_config: no ann_file in dataset config {dataset!r}')
-    return dataset
+    return innermost_dataset(dataset, 'ann_file', 'shrink_coco_config')
 
 
 def _shrink_pipeline(pipeline: Optional[list], size: int) -> None:
@@ -307,41 +279,4 @@ def _shrink_model(model: dict, num_classes: int, tiny: bool, width: int,
 
 
 def _schedule_length(cfg) -> float:
-    """Length of the original training in iterations."""
-    train_cfg = cfg.get('train_cfg') or {}
-    if 'max_iters' in train_cfg:
-        return float(train_cfg['max_iters'])
-    if 'max_epochs' in train_cfg:
-        return float(train_cfg['max_epochs'] * COCO_ITERS_PER_EPOCH)
-    raise KeyError('shrink_coco_config: train_cfg has neither max_iters nor max_epochs')
-
-
-def _rescaled_schedulers(schedulers, factor: float) -> list:
-    """Each scheduler moved to iterations and rescaled in time by ``factor``.
-
-    ``begin``/``end``/``milestones``/``T_max`` are scaled and rounded, with
-    every scheduler kept at least two iterations long: mmengine's LinearLR
-    reaches its end factor only at its second step, so a one-iteration warmup
-    would leave the lr at ``start_factor`` for good."""
-    if schedulers is None:
-        return []
-    out = []
-    for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-        s = copy.deepcopy(dict(s))
-        unit = COCO_ITERS_PER_EPOCH if s.pop('by_epoch', True) else 1
-        s.pop('convert_to_iter_based', None)
-        s['by_epoch'] = False
-
-        def scaled(v):
-            return int(round(v * unit * factor))
-        begin = scaled(s.get('begin', 0))
-        s['begin'] = begin
-        if 'end' in s and s['end'] is not None and math.isfinite(s['end']) \
-                and s['end'] < 1e8:
-            s['end'] = max(begin + 2, scaled(s['end']))
-        if 'milestones' in s:
-            s['milestones'] = [max(begin + 1, scaled(m)) for m in s['milestones']]
-        if 'T_max' in s:
-            s['T_max'] = max(1, scaled(s['T_max']))
-        out.append(s)
-    return out
+    return schedule_length(cfg, COCO_ITERS_PER_EPOCH, 'shrink_coco_config')

@@ -25,13 +25,14 @@ the *shape* of the learning-rate schedule (rescaled in time). Crops stay odd,
 like Cityscapes' 769: odd sizes catch off-by-one errors in resizing.
 """
 import copy
-import math
 import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from .common import innermost_dataset, short_cpu_run
 
 #: Cityscapes train ids (the 19 evaluated classes) that the generator draws,
 #: with their colours (RGB) from mmseg's CityscapesDataset palette.
@@ -186,29 +187,7 @@ def shrink_cityscapes_config(cfg, data: CityscapesToy, work_dir: str,
     _shrink_data(cfg, data, batch_size, crop)
     _shrink_model(cfg.model, crop, tiny_model, depth, base_channels, width)
     old_len = float((cfg.get('train_cfg') or {}).get('max_iters', max_iters))
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                         val_interval=val_interval or max_iters)
-    cfg.val_cfg = dict(type='ValLoop')
-    cfg.test_cfg = dict(type='TestLoop')
-    cfg.param_scheduler = _rescaled_schedulers(cfg.get('param_scheduler'),
-                                               max_iters / old_len)
-
-    cfg.work_dir = str(work_dir)
-    cfg.default_hooks = cfg.get('default_hooks', {})
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1,
-                                    log_metric_by_epoch=False)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False,
-                                        interval=max_iters)
-    cfg.log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
-    for hook in cfg.get('custom_hooks', []) or []:
-        if 'interval' in hook:
-            hook['interval'] = 1
-    cfg.randomness = dict(seed=seed)
-    cfg.launcher = 'none'
-    cfg.load_from = None
-    cfg.resume = False
-    cfg.env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'),
-                       mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
+    short_cpu_run(cfg, work_dir, max_iters, old_len, seed, val_interval)
     return cfg
 
 
@@ -222,10 +201,7 @@ def _shrink_pipeline(pipeline: Optional[list], data: CityscapesToy,
 
 
 def _innermost_dataset(dataset: dict) -> dict:
-    """Dataset wrappers (RepeatDataset, ...) hold the real one under ``dataset``."""
-    while 'data_prefix' not in dataset and 'dataset' in dataset:
-        dataset = dataset['dataset']
-    return dataset
+    return innermost_dataset(dataset, 'data_prefix', 'shrink_cityscapes_config')
 
 
 def _shrink_data(cfg, data: CityscapesToy, batch_size: int, crop: Tuple[int, int]) -> None:
@@ -291,28 +267,3 @@ def _shrink_model(model: dict, crop: Tuple[int, int], tiny: bool, depth: int,
         head['channels'] = width
         if 'key_channels' in head:
             head['key_channels'] = max(1, width // 2)
-
-
-def _rescaled_schedulers(schedulers, factor: float) -> list:
-    """Each iteration-based scheduler rescaled in time by ``factor``
-    (``begin``/``end``/``T_max``/``milestones``), at least two iterations long."""
-    if schedulers is None:
-        return []
-    out = []
-    for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-        s = copy.deepcopy(dict(s))
-        if s.get('by_epoch', True):
-            raise ValueError('shrink_cityscapes_config: param_scheduler entries must '
-                             f'have by_epoch=False (Cityscapes trains by iteration), got {s!r}')
-
-        def scaled(v):
-            return int(round(v * factor))
-        s['begin'] = begin = scaled(s.get('begin', 0))
-        if s.get('end') is not None and math.isfinite(s['end']) and s['end'] < 1e8:
-            s['end'] = max(begin + 2, scaled(s['end']))
-        if 'T_max' in s:
-            s['T_max'] = max(1, scaled(s['T_max']))
-        if 'milestones' in s:
-            s['milestones'] = [max(begin + 1, scaled(m)) for m in s['milestones']]
-        out.append(s)
-    return out
