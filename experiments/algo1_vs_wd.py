@@ -80,19 +80,12 @@ def figure(summary, lrs, path):
     lo = min(min(report.mean_curve(summary[m]['rows'][summary[m]['best_lr']],
                                    'val_accuracy')[1][-3:]) for m in METHODS)
     ax[1].set_ylim(max(lo - 8, 0), 100)
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save_figure(fig, path, curves=ax)
 
 
 def main(argv=None) -> dict:
     args = report.parse_args(__doc__.splitlines()[0], argv)
-    cfg = dict(SMOKE if args.smoke else FULL)
-    if args.epochs:
-        cfg['epochs'] = args.epochs
+    cfg = report.settings(args, SMOKE, FULL)
     results, prov = report.train_or_load(args, NAME, specs(cfg, args.seeds))
     lrs = cfg['lrs']
     summary = summarize(results, lrs)

@@ -75,12 +75,7 @@ def figure(groups, cap, path):
     ax[2].set(xlabel='iteration', ylabel='MCBR (Eq. 9)', title='MCBR on the training batch')
     lo = min(report.mean_curve(r, 'val_accuracy')[1][-1] for r in groups.values())
     ax[0].set_ylim(max(lo - 10, 0), 100)
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save_figure(fig, path, curves=ax)
 
 
 def main(argv=None) -> dict:
@@ -89,10 +84,7 @@ def main(argv=None) -> dict:
         p.add_argument('--alpha', type=float, help=f"FixNorm-FC alpha (default {FULL['alpha']})")
 
     args = report.parse_args(__doc__.splitlines()[0], argv, extra)
-    cfg = dict(SMOKE if args.smoke else FULL)
-    cfg.update({k: getattr(args, k) for k in ('lr', 'alpha') if getattr(args, k) is not None})
-    if args.epochs:
-        cfg['epochs'] = args.epochs
+    cfg = report.settings(args, SMOKE, FULL, overrides=('lr', 'alpha'))
     results, prov = report.train_or_load(args, NAME, specs(cfg, args.seeds))
     groups = report.group_by(results, 'variant')
     groups = {label: groups[(label,)] for label in VARIANTS}

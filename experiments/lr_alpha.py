@@ -93,16 +93,12 @@ def figure(g, lrs, alphas, path):
         ax.set(xlabel='lr', ylabel='α',
                title=f'FixNorm: {title}, mean ± std\n(red: best lr of each α row, on val)')
         fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
     args = report.parse_args(__doc__.splitlines()[0], argv)
-    cfg = dict(SMOKE if args.smoke else FULL)
-    if args.epochs:
-        cfg['epochs'] = args.epochs
+    cfg = report.settings(args, SMOKE, FULL)
     results, prov = report.train_or_load(args, NAME, specs(cfg, args.seeds))
     lrs, alphas = cfg['lrs'], cfg['alphas']
     g = grids(results, lrs, alphas)

@@ -142,3 +142,22 @@ def plt():
 
 def cpu_seconds(results: List[dict]) -> float:
     return float(sum(r['cpu_seconds'] for r in results))
+
+
+def settings(args, smoke: dict, full: dict, overrides: Sequence[str] = ()) -> dict:
+    """The experiment's settings: smoke or full, then the command-line overrides."""
+    cfg = dict(smoke if args.smoke else full)
+    cfg.update({k: getattr(args, k) for k in overrides if getattr(args, k) is not None})
+    if args.epochs:
+        cfg['epochs'] = args.epochs
+    return cfg
+
+
+def save_figure(fig, path: str, curves=()) -> None:
+    """Grid and legend on each curve panel, then write the PNG and free the figure."""
+    for a in curves:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt().close(fig)
