@@ -1,32 +1,37 @@
 """fixnorm_mm: FixNorm (Zhou, Sun & Zhong, ICLR 2021 submission) for OpenMMLab.
 
-Importing the package registers the task-independent parts in mmengine's root
-registries (layers in ``MODELS``, optim wrappers and constructor, hooks), lets
-configs say ``_base_ = 'fixnorm_mm::...'``, and allow-lists mmengine's
-checkpoint types for safe loading. Task parts register on import of
-``fixnorm_mm.classification`` / ``.detection`` / ``.segmentation``.
-"""
-from mmengine.config import utils as _config_utils
+Importing the package only registers things:
 
-from . import registry  # noqa: F401  (the fixnorm_mm scope)
+* the task-independent components in mmengine's root registries (layers in
+  ``MODELS``, the norm-control constructor and legacy optim wrappers, hooks,
+  the ``FixNormModel`` builder) and the norm-control methods in
+  ``fixnorm_mm.registry.NORM_CONTROLLERS``;
+* the ``fixnorm_mm`` config scope, so that ``_base_ = 'fixnorm_mm::...'``
+  resolves (``fixnorm_mm.registry``);
+* mmengine's checkpoint types in torch's safe-loading allow-list
+  (``fixnorm_mm.engine.checkpoint``), so that ``resume=True`` works with
+  ``weights_only=True``.
+
+Task parts register on import of ``fixnorm_mm.classification`` /
+``.detection`` / ``.segmentation``; the CPU launcher is the tools' business
+(``fixnorm_mm.engine.launch``).
+"""
+from . import registry  # noqa: F401  (the fixnorm_mm scope and NORM_CONTROLLERS)
+from . import norm_control  # noqa: F401  (registers the methods)
 from .convert import convert_to_fixnorm  # registers the FixNormModel builder
-from .fold import fold_fixnorm
 from .engine import (FixNormAmpOptimWrapper, FixNormHook, FixNormOptimWrapper,
-                     FixNormOptimWrapperConstructor, MCBRHook,
-                     allow_mmengine_checkpoints)
-from .launch import CPUDistributedDataParallel  # registers the CPU DDP wrapper
+                     FixNormOptimWrapperConstructor, MCBRHook, NormControlHook,
+                     NormControlOptimWrapperConstructor, allow_mmengine_checkpoints)
+from .fold import fold_fixnorm
 from .layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from .mcbr import mcbr
-from .norm_fixing import NormFixer
+from .norm_control import NormFixer
 from .version import __version__
 
-# `_base_ = 'fixnorm_mm::coco/...'`: mmengine resolves `pkg::` through this map
-# and the package's `.mim/configs` folder.
-_config_utils.MODULE2PACKAGE.setdefault('fixnorm_mm', 'fixnorm_mm')
 allow_mmengine_checkpoints()
 
 __all__ = ['FixNormLinear', 'FixNormConv2d', 'WNConv2d', 'WNLinear', 'NormFixer',
+           'NormControlOptimWrapperConstructor', 'NormControlHook',
            'FixNormOptimWrapper', 'FixNormAmpOptimWrapper',
            'FixNormOptimWrapperConstructor', 'FixNormHook', 'MCBRHook', 'mcbr',
-           'convert_to_fixnorm', 'fold_fixnorm', 'CPUDistributedDataParallel',
-           '__version__']
+           'convert_to_fixnorm', 'fold_fixnorm', '__version__']

@@ -42,7 +42,7 @@ from torch import nn
 
 from .layers import NORMALIZED_LAYERS, FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from .layers.fixnorm import _check_alpha
-from .norm_fixing import NormFollowTracer
+from .norm_control.selection import NormFollowTracer
 
 
 def _is_plain(module: nn.Module, kind) -> bool:

@@ -32,12 +32,12 @@ class RankDumpHook(Hook):
         self.init = self._state(runner)  # after init_weights and DDP's broadcast
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        ctrl = getattr(runner.optim_wrapper, 'fixnorm', None)
+        ctrl = getattr(runner.optim_wrapper, 'norm_control', None)
         if ctrl is not None and ctrl.started and runner.optim_wrapper.should_update():
             self.norms.append({g: v.clone() for g, v in ctrl.fixer.norms().items()})
 
     def after_train(self, runner):
-        ctrl = getattr(runner.optim_wrapper, 'fixnorm', None)
+        ctrl = getattr(runner.optim_wrapper, 'norm_control', None)
         torch.save(dict(state_dict=self._state(runner), init=self.init,
                         fixnorm=ctrl.state_dict() if ctrl is not None else None,
                         norms=self.norms, world_size=runner.world_size,

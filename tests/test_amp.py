@@ -1,4 +1,7 @@
-"""FixNormAmpOptimWrapper with fp16 and bf16, on the CPU.
+"""FixNorm under AMP (fp16 and bf16) on the CPU, by its three routes: mmengine's
+own AmpOptimWrapper with the norm-control constructor, FixNormHook on an
+AmpOptimWrapper, and the legacy FixNormAmpOptimWrapper. All three see a step
+the loss scaler skips the same way: no optimizer step, so no rescale.
 
 mmengine's ``AmpOptimWrapper.__init__`` asserts that CUDA is available and
 builds ``torch.cuda.amp.GradScaler``. To exercise the real wrapper here, the
@@ -9,6 +12,7 @@ tensors). Nothing else of mmengine is touched; forward passes run under
 ``torch.autocast('cpu', dtype)``.
 """
 import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +21,8 @@ from mmengine.runner import Runner
 from torch import nn
 
 import fixnorm_mm  # noqa: F401
-from fixnorm_mm.engine import FixNormOptimWrapperConstructor
+from fixnorm_mm.engine import (FixNormHook, FixNormOptimWrapperConstructor,
+                               NormControlOptimWrapperConstructor)
 from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from toy import ToyFixNormNet, runner_cfg
 
@@ -31,11 +36,25 @@ def cpu_amp(monkeypatch):
                         functools.partial(torch.amp.GradScaler, 'cpu'))
 
 
-def build(dtype, init_scale=2.0 ** 10):
+ROUTES = ['constructor', 'hook', 'legacy']
+
+
+def build(dtype, init_scale=2.0 ** 10, route='constructor', **fixnorm):
     model = ToyFixNormNet()
-    wrapper = FixNormOptimWrapperConstructor(dict(
-        type='FixNormAmpOptimWrapper', dtype=dtype, loss_scale=dict(init_scale=init_scale),
-        optimizer=dict(type='SGD', lr=0.5, momentum=0.9)))(model)
+    amp = dict(dtype=dtype, loss_scale=dict(init_scale=init_scale),
+               optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
+    if route == 'legacy':
+        wrapper = FixNormOptimWrapperConstructor(dict(
+            type='FixNormAmpOptimWrapper', fixnorm=fixnorm, **amp))(model)
+    elif route == 'constructor':
+        wrapper = NormControlOptimWrapperConstructor(dict(
+            type='AmpOptimWrapper', norm_control=dict(type='FixNorm', **fixnorm), **amp))(model)
+    else:  # what the Runner does with custom_hooks=[dict(type='FixNormHook')]
+        from mmengine.optim import build_optim_wrapper
+        wrapper = build_optim_wrapper(model, dict(type='AmpOptimWrapper', **amp))
+        runner = SimpleNamespace(model=model, optim_wrapper=wrapper, cfg={})
+        FixNormHook(**fixnorm).before_run(runner)
+    assert wrapper.norm_control.type_name == 'FixNorm'
     return model, wrapper
 
 
@@ -54,13 +73,14 @@ def snapshot(model, wrapper):
     return params, bufs
 
 
+@pytest.mark.parametrize('route', ROUTES)
 @pytest.mark.parametrize('dtype', DTYPES)
-def test_overflowed_step_is_skipped_bit_identically(cpu_amp, dtype):
-    model, wrapper = build(dtype)
+def test_overflowed_step_is_skipped_bit_identically(cpu_amp, dtype, route):
+    model, wrapper = build(dtype, route=route)
     assert isinstance(wrapper.loss_scaler, torch.amp.GradScaler)
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     step(model, wrapper, dtype, x, y)  # a real step: FixNorm starts, momentum exists
-    fixer = wrapper.fixnorm.fixer
+    fixer = wrapper.norm_control.fixer
     ref = fixer.reference_norms['default'].clone()
     params, bufs = snapshot(model, wrapper)
     scale = wrapper.loss_scaler.get_scale()
@@ -77,14 +97,15 @@ def test_overflowed_step_is_skipped_bit_identically(cpu_amp, dtype):
     assert torch.equal(fixer.reference_norms['default'], ref)
 
 
+@pytest.mark.parametrize('route', ROUTES)
 @pytest.mark.parametrize('dtype', DTYPES)
-def test_normal_step_updates_and_rescales(cpu_amp, dtype):
-    model, wrapper = build(dtype)
+def test_normal_step_updates_and_rescales(cpu_amp, dtype, route):
+    model, wrapper = build(dtype, route=route)
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     w0 = model.backbone[0].weight.detach().clone()
     for _ in range(3):
         step(model, wrapper, dtype, x, y)
-    fixer = wrapper.fixnorm.fixer
+    fixer = wrapper.norm_control.fixer
     assert fixer.names['default'] == ['backbone.0.weight', 'backbone.3.weight', 'head.weight']
     ref = fixer.reference_norms['default']
     # the reference is ||W_0|| of the fixed set, and every step returns to it
@@ -93,6 +114,33 @@ def test_normal_step_updates_and_rescales(cpu_amp, dtype):
     assert wrapper.loss_scaler.get_scale() == 2.0 ** 10  # no overflow, no back-off
     # the rescale is W * ||W_0|| / ||W||: the direction is that of the SGD update
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_three_routes_train_bit_identically_through_skipped_steps(cpu_amp):
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    results = []
+    for route in ROUTES:
+        torch.manual_seed(0)
+        model, wrapper = build(torch.float16, route=route)
+        for i in range(6):
+            step(model, wrapper, torch.float16, x, y, poison=i in (1, 2, 4))
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        assert wrapper.norm_control.steps == 3  # the three real steps
+    for other in results[1:]:
+        for n in results[0]:
+            assert torch.equal(other[n], results[0][n]), n
+
+
+def test_persistent_nan_under_amp_raises_after_max_skipped_steps(cpu_amp):
+    model, wrapper = build(torch.float16, max_skipped_steps=5)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    step(model, wrapper, torch.float16, x, y)  # one real step
+    for _ in range(5):  # five skipped steps in a row are tolerated ...
+        step(model, wrapper, torch.float16, x, y, poison=True)
+    assert wrapper.loss_scaler.get_scale() == 2.0 ** 10 * 0.5 ** 5
+    with pytest.raises(FloatingPointError, match=r'last 5 optimizer steps were all skipped'
+                                                 r'.*max_skipped_steps'):
+        step(model, wrapper, torch.float16, x, y, poison=True)  # ... the sixth is not
 
 
 def test_bf16_amp_through_the_runner(cpu_amp, tmp_path):
@@ -106,6 +154,7 @@ def test_bf16_amp_through_the_runner(cpu_amp, tmp_path):
     torch.testing.assert_close(fixer.norms()['default'], fixer.reference_norms['default'],
                                rtol=1e-6, atol=0)
     assert 'fixnorm' in runner.optim_wrapper.state_dict()
+    assert runner.optim_wrapper.state_dict()['norm_control'] == 'FixNorm'
     assert 'loss_scaler' in runner.optim_wrapper.state_dict()
 
 

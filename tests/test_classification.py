@@ -26,7 +26,6 @@ import fixnorm_mm  # noqa: E402
 import fixnorm_mm.classification  # noqa: E402,F401
 from fixnorm_mm.classification import (EfficientNetWNSE, FixNormClsHead,  # noqa: E402
                                        MobileNetV2SE, ResNetV1dSE)
-from fixnorm_mm.engine import FixNormOptimWrapper  # noqa: E402
 from fixnorm_mm.layers import FixNormLinear, WNConv2d  # noqa: E402
 from fixnorm_mm.testing.classification import (IMAGENET_ITERS_PER_EPOCH,  # noqa: E402
                                                make_imagenet_dataset,
@@ -133,7 +132,8 @@ def test_config_states_its_table_row(name):
     assert any(t.type == 'AutoAugment' for t in cfg.train_dataloader.dataset.pipeline) == tricks
     if kind == FIXNORM:
         assert (cfg.optim_wrapper.type, cfg.optim_wrapper.constructor) == \
-            ('FixNormOptimWrapper', 'FixNormOptimWrapperConstructor')
+            ('OptimWrapper', 'NormControlOptimWrapperConstructor')
+        assert cfg.optim_wrapper.norm_control.type == 'FixNorm'
         assert opt.weight_decay == 0 and cfg.model.head.type == 'FixNormClsHead'
         assert cfg.model.head.alpha == x
     else:
@@ -297,12 +297,13 @@ def test_params_and_flops_match_table2(name):
 
 # ------------------------------------------------------------------ Runner
 def fixed_tensors_in_log(runner):
-    """Parameter names listed under 'fixed tensors:' in the startup table."""
+    """Parameter names listed under 'controlled tensors:' in the startup
+    table's per-tensor list (a file beside the log; the log has the summary)."""
     log = glob.glob(osp.join(runner.log_dir, '*.log'))
     assert len(log) == 1
-    text = open(log[0]).read()
-    assert 'FixNorm fixed set' in text
-    section = text.split('fixed tensors:\n', 1)[1]
+    assert 'FixNorm fixed set' in open(log[0]).read()
+    text = open(osp.join(runner.log_dir, 'fixnorm_tensors.txt')).read()
+    section = text.split('controlled tensors:\n', 1)[1]
     names = []
     for line in section.splitlines():
         m = re.match(r'\s+\[(\w+)\] (\S+)  \(', line)
@@ -314,10 +315,10 @@ def fixed_tensors_in_log(runner):
 
 def check_fixnorm_runner(runner, name):
     wrapper = runner.optim_wrapper
-    assert isinstance(wrapper, FixNormOptimWrapper) and wrapper.fixnorm.started
+    assert type(wrapper).__name__ == 'OptimWrapper' and wrapper.norm_control.started
     assert all(g['weight_decay'] == 0 for g in wrapper.optimizer.param_groups)
     model = runner.model
-    selection = wrapper.fixnorm.selection
+    selection = wrapper.norm_control.selection
     fixed = set(selection.reasons)
     assert fixed == {n for named in selection.groups.values() for n in named}
     # the startup table lists every conv weight (BN-followed, GN-followed or WN)
@@ -335,7 +336,7 @@ def check_fixnorm_runner(runner, name):
         se = [n for n in fixed if '.se' in n]
         assert se and all(selection.reasons[n] == 'weight-normalized' for n in se)
     # Algo 1, line 6: after the step the fixed set has its initial global norm
-    fixer = wrapper.fixnorm.fixer
+    fixer = wrapper.norm_control.fixer
     torch.testing.assert_close(fixer.norms()['default'], fixer.reference_norms['default'])
     mcbr = runner.message_hub.get_scalar('train/fixnorm/mcbr').current()
     assert -1 <= mcbr <= 1
@@ -393,7 +394,7 @@ def test_fixnorm_head_in_any_mmpretrain_classifier(imagenet, tmp_path):
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert runner.iter == 2
-    selection = runner.optim_wrapper.fixnorm.selection
+    selection = runner.optim_wrapper.fixnorm.selection  # the legacy wrapper's name
     convs = {f'{n}.weight' for n, m in runner.model.named_modules() if isinstance(m, _ConvNd)}
     assert set(selection.reasons) == convs | {'head.fc.weight'}
 

@@ -23,7 +23,6 @@ from torch import nn  # noqa: E402
 
 import fixnorm_mm  # noqa: E402
 from fixnorm_mm.detection import FixNormRetinaHead, WNRetinaHead  # noqa: E402
-from fixnorm_mm.engine import FixNormOptimWrapper  # noqa: E402
 from fixnorm_mm.layers import FixNormConv2d, WNConv2d  # noqa: E402
 from fixnorm_mm.testing.detection import make_coco_dataset, shrink_coco_config  # noqa: E402
 
@@ -104,8 +103,9 @@ def test_config_states_table4_row(name):
         assert head.type == 'WNRetinaHead' and cfg.optim_wrapper.type == 'OptimWrapper'
     else:
         assert head.type == 'FixNormRetinaHead' and head.alpha == alpha
-        assert cfg.optim_wrapper.type == 'FixNormOptimWrapper'
-        assert cfg.optim_wrapper.constructor == 'FixNormOptimWrapperConstructor'
+        assert cfg.optim_wrapper.type == 'OptimWrapper'
+        assert cfg.optim_wrapper.constructor == 'NormControlOptimWrapperConstructor'
+        assert cfg.optim_wrapper.norm_control.type == 'FixNorm'
 
 
 def test_user_config_overrides_fixnorm_config(tmp_path):
@@ -229,13 +229,13 @@ def test_runner_trains_and_evaluates(name, coco, tmp_path):
         return
 
     wrapper = runner.optim_wrapper
-    assert isinstance(wrapper, FixNormOptimWrapper)
+    assert type(wrapper).__name__ == 'OptimWrapper'  # mmengine's, FixNorm attached
     head = model.bbox_head
     assert isinstance(head, FixNormRetinaHead) and head.retina_cls.alpha == alpha
     assert head.retina_cls.cap == pytest.approx(alpha * math.sqrt(9 * len(coco.classes)))
 
     # the fixed set: exactly the WN directions and the FixNorm-Conv weight
-    selection = wrapper.fixnorm.selection
+    selection = wrapper.norm_control.selection
     assert sorted(selection.groups) == ['default']
     assert sorted(selection.groups['default']) == sorted(normalized)
     backbone_convs = [f'{n}.weight' for n, m in model.named_modules()
@@ -247,12 +247,13 @@ def test_runner_trains_and_evaluates(name, coco, tmp_path):
     log = open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
     assert 'FixNorm fixed set' in log
     assert f'{EVAL_BN_REASON}: {len(backbone_convs)} tensors' in log
-    assert '  [default] bbox_head.retina_cls.weight  (FixNorm layer)' in log
-    assert '  [default] neck.fpn_convs.0.conv.weight  (weight-normalized)' in log
-    assert '[default] backbone.' not in log
+    tensors = open(osp.join(runner.log_dir, 'fixnorm_tensors.txt')).read()
+    assert '  [default] bbox_head.retina_cls.weight  (FixNorm layer)' in tensors
+    assert '  [default] neck.fpn_convs.0.conv.weight  (weight-normalized)' in tensors
+    assert '[default] backbone.' not in tensors
 
     # its global norm is the initial one after every step (Algo 1)
-    reference = wrapper.fixnorm.fixer.reference_norms['default'].item()
+    reference = wrapper.norm_control.fixer.reference_norms['default'].item()
     assert reference == pytest.approx(norm_before, rel=1e-6)
     assert norm_after == pytest.approx(reference, rel=1e-5)
     logged, counts = hub.get_scalar('train/fixnorm/norm_default').data
@@ -286,7 +287,7 @@ def test_weight_decay_may_stay_on_the_frozen_bn_backbone(coco, tmp_path):
     assert decay[id(model.backbone.layer2[0].conv1.weight)] == 1e-4
     assert decay[id(model.neck.fpn_convs[0].conv.weight)] == 0
     assert decay[id(model.bbox_head.retina_cls.weight)] == 0
-    assert 'bbox_head.retina_cls.weight' in runner.optim_wrapper.fixnorm.selection.reasons
+    assert 'bbox_head.retina_cls.weight' in runner.optim_wrapper.norm_control.selection.reasons
 
 
 def test_shrink_keeps_the_schedule_shape(coco, tmp_path):

@@ -15,6 +15,7 @@ Equivalence needs the same mathematics in both runs:
   rank r the indices r, r + 2, ..., the single run takes them in order.
 """
 import copy
+import glob
 import os
 import os.path as osp
 import socket
@@ -228,7 +229,10 @@ def run_task(tmp_path, cfg: Config, single_cfg: Config, rtol=1e-4, atol=1e-5):
     log = dist_train(str(tmp_path / 'task.py'), str(tmp_path / 'work'))
     single = single_run(single_cfg, str(tmp_path / 'single'))
     check_equivalent(str(tmp_path / 'dist'), single, rtol=rtol, atol=atol)
-    return log, single
+    # the startup table's per-tensor list, written by rank 0 beside its log (the
+    # distributed run's log dir is the first one; the single run may follow)
+    tables = sorted(glob.glob(str(tmp_path / 'work' / '*' / 'fixnorm_tensors.txt')))
+    return log + open(tables[0]).read(), single
 
 
 def test_classification_resnet50d_fixnorm(tmp_path):

@@ -1,4 +1,4 @@
-"""The baselines of fixnorm_mm.methods against their papers' equations, and
+"""The baselines of fixnorm_mm.norm_control against their papers' equations, and
 every method through a real mmengine Runner.
 
 * epsilon-shifted L2 (Li et al.): gradients against Eq. 27 (WN) and Eq. 28
@@ -23,11 +23,13 @@ from torch import nn
 
 import fixnorm_mm  # noqa: F401
 from fixnorm_mm.layers import WNConv2d
-from fixnorm_mm.methods import (METHODS, EpsShiftedL2, WeightRescaler, apply_method,
-                                ws_layer_types)
+from fixnorm_mm.norm_control import (EpsShiftedL2, WeightRescaler, apply_method,
+                                     available_methods, ws_layer_types)
 from toy import runner_cfg  # noqa: F401  (registers the toy model/dataset)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: the registered methods, baseline first
+METHODS = list(available_methods())
 
 
 @pytest.fixture(autouse=True)
@@ -146,9 +148,9 @@ class MixedNormNet(BaseModel):
 
 def eps_wrapper(model, mode='gradient', **kw):
     return build_optim_wrapper(model, dict(
-        type='EpsShiftedL2OptimWrapper', constructor='NormControlOptimWrapperConstructor',
+        type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
         optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.01),
-        eps_shifted_l2=dict(eps=0.5, mode=mode, **kw)))
+        norm_control=dict(type='EpsShiftedL2', eps=0.5, mode=mode, **kw)))
 
 
 def test_eps_l2_wrapper_selection_and_the_loss_term_form_agree():
@@ -161,7 +163,7 @@ def test_eps_l2_wrapper_selection_and_the_loss_term_form_agree():
         for _ in range(3):
             wrapper.update_params(F.cross_entropy(model(x), y))
         trained.append(model)
-    reg = wrapper.regularizer
+    reg = wrapper.norm_control.regularizer
     assert reg.forms == {'bn_conv.weight': 'WN', 'wn_conv.weight': 'WN', 'ws_conv.weight': 'WS'}
     assert set(reg.weight_decay.values()) == {0.01}  # lambda = the configured decay
     decay = {id(p): g['weight_decay'] for g in wrapper.optimizer.param_groups for p in g['params']}
@@ -225,9 +227,9 @@ def wrs_cfg(work_dir, tau, max_iters, **extra):
     kernels = ['backbone.0.weight', 'backbone.3.weight']
     cfg = runner_cfg(
         work_dir, max_iters=max_iters,
-        optim_wrapper=dict(type='WRSOptimWrapper', constructor='NormControlOptimWrapperConstructor',
+        optim_wrapper=dict(type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
                            optimizer=dict(type='SGD', lr=0.5, momentum=0.9, weight_decay=5e-4),
-                           wrs=dict(interval=tau)),
+                           norm_control=dict(type='WRS', interval=tau)),
         custom_hooks=[dict(type='UnitNormRecorder', names=kernels)], **extra)
     return cfg
 
@@ -237,7 +239,7 @@ def test_wrs_kernels_have_unit_norm_exactly_at_multiples_of_tau(tmp_path):
     runner = Runner.from_cfg(wrs_cfg(tmp_path, tau, max_iters=7))
     runner.train()
     wrapper = runner.optim_wrapper
-    assert wrapper.rescaler.names == ['backbone.0.weight', 'backbone.3.weight']
+    assert wrapper.norm_control.rescaler.names == ['backbone.0.weight', 'backbone.3.weight']
     rec = next(h for h in runner.hooks if isinstance(h, UnitNormRecorder))
     for step, norms in enumerate(rec.norms, start=1):
         worst = max(float((v - 1).abs().max()) for v in norms.values())
@@ -261,7 +263,7 @@ def test_wrs_resume_keeps_the_rescale_phase(tmp_path):
     resumed = Runner.from_cfg(wrs_cfg(tmp_path, 3, max_iters=6, resume=True,
                                       load_from=str(tmp_path / 'iter_3.pth')))
     resumed.train()
-    assert resumed.optim_wrapper.steps == 6
+    assert resumed.optim_wrapper.norm_control.steps == 6
     rec = next(h for h in resumed.hooks if isinstance(h, UnitNormRecorder))
     assert len(rec.norms) == 3  # iterations 4, 5, 6
     assert max(float((v - 1).abs().max()) for v in rec.norms[0].values()) > 1e-3
@@ -295,7 +297,7 @@ def test_per_layer_fixing_keeps_each_layer_at_its_own_initial_norm(tmp_path):
         runner = Runner.from_cfg(cfg)
         initial = {n: p.detach().norm().item() for n, p in runner.model.named_parameters()}
         runner.train()
-        assert runner.optim_wrapper.fixnorm.per_layer == (method == 'fixnorm_per_layer')
+        assert runner.optim_wrapper.norm_control.per_layer == (method == 'fixnorm_per_layer')
         rec = next(h for h in runner.hooks if isinstance(h, UnitNormRecorder))
         results[method] = (initial, [{n: float(v.norm()) for n, v in r.items()}
                                      for r in rec.norms])
@@ -322,19 +324,25 @@ def test_apply_method_switches_only_the_method():
     assert wd.type == 'OptimWrapper' and 'fixnorm' not in wd
     assert wd.optimizer == dict(type='SGD', lr=0.3, momentum=0.9, weight_decay=1e-4)
     assert wd.clip_grad == dict(max_norm=5.0)
+    assert wd.norm_control == dict(type='WeightDecay')
     wrs = apply_method(base, 'wrs')
-    assert wrs.optim_wrapper.type == 'WRSOptimWrapper'
-    assert wrs.optim_wrapper.wrs.interval == 40
-    assert 'fixnorm_mm.methods' in wrs.custom_imports.imports
+    assert wrs.optim_wrapper.type == 'OptimWrapper'
+    assert wrs.optim_wrapper.norm_control.type == 'WRS'
+    assert wrs.optim_wrapper.norm_control.interval == 40
+    assert 'fixnorm' not in wrs.optim_wrapper  # the legacy key of the old method is gone
+    assert 'fixnorm_mm' in wrs.custom_imports.imports
     assert [h.layer for h in wrs.custom_hooks if h.type == 'MCBRHook'] == ['head.fc']
     eps = apply_method(base, 'eps_l2').optim_wrapper
-    assert eps.eps_shifted_l2.eps == 1e-3 and eps.optimizer.weight_decay == 1e-4
+    assert eps.norm_control.eps == 1e-3 and eps.optimizer.weight_decay == 1e-4
     per_layer = apply_method(apply_method(base, 'wd'), 'fixnorm_per_layer').optim_wrapper
-    assert per_layer.fixnorm.per_layer is True and per_layer.optimizer.weight_decay == 0
+    assert per_layer.norm_control.per_layer is True and per_layer.optimizer.weight_decay == 0
+    assert per_layer.norm_control.type == 'FixNorm'
     amp = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=1))))
-    assert apply_method(amp, 'fixnorm').optim_wrapper.type == 'FixNormAmpOptimWrapper'
-    with pytest.raises(ValueError, match='no AMP variant'):
-        apply_method(amp, 'wrs')
+    for method in ('fixnorm', 'wrs', 'eps_l2'):  # every method keeps AMP: mmengine's wrapper
+        assert apply_method(amp, method).optim_wrapper.type == 'AmpOptimWrapper'
+    legacy = Config(dict(optim_wrapper=dict(type='FixNormAmpOptimWrapper',
+                                            optimizer=dict(type='SGD', lr=1))))
+    assert apply_method(legacy, 'wrs').optim_wrapper.type == 'AmpOptimWrapper'
     assert set(METHODS) == {'wd', 'fixnorm', 'fixnorm_per_layer', 'eps_l2', 'wrs'}
     assert ws_layer_types()  # mmcv's ConvWS is known
 
@@ -401,7 +409,7 @@ def test_each_method_trains_the_shrunk_resnet50d_imagenet_config(method, imagene
     from fixnorm_mm.testing.classification import shrink_imagenet_config
     cfg = apply_method(imagenet_cfg, method)
     if method == 'wrs':
-        cfg.optim_wrapper.wrs.interval = 2
+        cfg.optim_wrapper.norm_control.interval = 2
     cfg = shrink_imagenet_config(cfg, imagenet_toy, work_dir=str(tmp_path), max_iters=2)
     cfg.custom_hooks.append(dict(type='InitialWeights'))
     runner = Runner.from_cfg(cfg)
@@ -418,7 +426,7 @@ def test_each_method_trains_the_shrunk_resnet50d_imagenet_config(method, imagene
         assert type(wrapper).__name__ == 'OptimWrapper'
         assert decay[id(params[stem])] == 1e-4
     elif method.startswith('fixnorm'):
-        fixer = wrapper.fixnorm.fixer
+        fixer = wrapper.norm_control.fixer
         assert fixer.per_layer == (method == 'fixnorm_per_layer')
         assert set(convs) < set(fixer.names['default'])  # + the FixNorm-FC weight
         now, ref = fixer.norms()['default'], fixer.reference_norms['default']
@@ -427,12 +435,13 @@ def test_each_method_trains_the_shrunk_resnet50d_imagenet_config(method, imagene
             i = fixer.names['default'].index(stem)
             assert float(ref[i]) == pytest.approx(float(w0[stem].norm()), rel=1e-5)
     elif method == 'eps_l2':
-        reg = wrapper.regularizer
+        reg = wrapper.norm_control.regularizer
         assert set(reg.names) == set(convs)  # every conv feeds a BN; not the FixNorm-FC
         assert set(reg.forms.values()) == {'WN'} and set(reg.weight_decay.values()) == {1e-4}
         assert decay[id(params[stem])] == 0 and decay[id(params[gamma])] == 1e-4
     else:
-        assert set(wrapper.rescaler.names) == set(convs) and wrapper.steps == 2
+        assert set(wrapper.norm_control.rescaler.names) == set(convs)
+        assert wrapper.norm_control.steps == 2
         unit = params[stem].detach().flatten(1).norm(dim=1)
         torch.testing.assert_close(unit, torch.ones_like(unit), rtol=0, atol=1e-5)
         assert decay[id(params[stem])] == 0
@@ -453,7 +462,7 @@ def test_a_method_fragment_is_one_base_line_beside_the_imagenet_bases(imagenet_c
         want = apply_method(imagenet_cfg, method).optim_wrapper
         assert cfg.optim_wrapper.type == want.type
         assert cfg.optim_wrapper.get('constructor') == want.get('constructor')
-        for key in ('fixnorm', 'eps_shifted_l2', 'wrs'):
+        for key in ('norm_control', 'fixnorm', 'eps_shifted_l2', 'wrs'):
             assert cfg.optim_wrapper.get(key) == want.get(key), key
         assert cfg.optim_wrapper.optimizer.weight_decay == want.optimizer.weight_decay
 
@@ -500,5 +509,5 @@ def test_train_tool_method_switch_then_cfg_options(tmp_path):
         cfg_options={'optim_wrapper.optimizer.lr': 0.25})
     cfg = tool.build_cfg(args)
     assert cfg.optim_wrapper.type == apply_method(Config(runner_cfg(tmp_path)), 'wrs').optim_wrapper.type
-    assert cfg.optim_wrapper.type != 'FixNormOptimWrapper'
+    assert cfg.optim_wrapper.norm_control.type == 'WRS'
     assert cfg.optim_wrapper.optimizer.lr == 0.25

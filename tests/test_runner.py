@@ -70,17 +70,19 @@ def test_hook_path_fixes_the_norm_and_resumes(tmp_path):
                                         custom_hooks=[hook]))
     w0 = {n: p.detach().norm() for n, p in runner.model.named_parameters()}
     runner.train()
-    ctrl = next(h for h in runner.hooks if type(h).__name__ == 'FixNormHook').fixnorm
+    ctrl = next(h for h in runner.hooks if type(h).__name__ == 'FixNormHook').controller
     names = ctrl.fixer.names['default']
     assert names == ['backbone.0.weight', 'backbone.3.weight', 'head.weight']
     initial = torch.linalg.vector_norm(torch.stack([w0[n] for n in names]))
     assert float(ctrl.fixer.norms()['default']) == pytest.approx(float(initial), rel=1e-5)
-    # resume through the hook's checkpoint key
+    # resume: the hook's method keeps its state in the optimizer's state_dict
+    state = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)
+    assert state['optimizer']['norm_control'] == 'FixNorm' and 'fixnorm' in state['optimizer']
     resumed = Runner.from_cfg(runner_cfg(tmp_path, max_iters=6, optim_wrapper=plain,
                                          custom_hooks=[hook], resume=True,
                                          load_from=str(tmp_path / 'iter_3.pth')))
     resumed.train()
-    ctrl2 = next(h for h in resumed.hooks if type(h).__name__ == 'FixNormHook').fixnorm
+    ctrl2 = next(h for h in resumed.hooks if type(h).__name__ == 'FixNormHook').controller
     assert torch.equal(ctrl2.fixer.reference_norms['default'],
                        ctrl.fixer.reference_norms['default'])
 
@@ -104,8 +106,11 @@ def test_startup_table_and_mcbr_hook_logging_with_tensorboard(tmp_path):
     assert hub.get_scalar('train/fixnorm/effective_lr_default').current() == \
         pytest.approx(lr / norm ** 2, rel=1e-5)
     log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
-    assert 'FixNorm fixed set' in log and 'head.weight  (FixNorm layer)' in log
-    assert 'backbone.6.weight' in log and 'not followed by a normalization' in log
+    assert 'FixNorm fixed set' in log
+    assert 'not followed by a normalization: 1 tensor, 64 params (backbone.6.weight)' in log
+    tensors = open(glob.glob(str(tmp_path / '*' / 'fixnorm_tensors.txt'))[0]).read()
+    assert '[default] head.weight  (FixNorm layer)' in tensors
+    assert 'backbone.6.weight' in tensors and 'not followed by a normalization' in tensors
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = glob.glob(str(tmp_path / '*' / 'vis_data' / 'events.out.tfevents.*'))
     assert events
@@ -126,6 +131,6 @@ def test_safe_getattr_only_returns_history_buffer_statistics():
     from mmengine.logging import HistoryBuffer
 
     from fixnorm_mm.engine.checkpoint import history_buffer_method
-    assert history_buffer_method(HistoryBuffer, 'mean') is HistoryBuffer._statistics_methods['mean']
+    assert history_buffer_method(HistoryBuffer, 'mean') is HistoryBuffer.mean
     with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
         history_buffer_method(torch.Tensor, 'numpy')

@@ -18,8 +18,8 @@ from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401
 from fixnorm_mm.layers import FixNormConv2d, WNConv2d
-from fixnorm_mm.norm_fixing import (NormFixer, NormFollowTracer, drop_zero_norm,
-                                    select_fixed_params)
+from fixnorm_mm.norm_control import (NormFixer, NormFollowTracer, drop_zero_norm,
+                                     select_fixed_params)
 from fixnorm_mm.segmentation import (BaseOCHead, ClassWeightedCrossEntropyLoss,
                                      ObjectContextBlock)
 from fixnorm_mm.testing.segmentation import (IGNORE_INDEX, make_cityscapes_dataset,
@@ -304,8 +304,9 @@ def test_table3_configs(table3, name):
         assert cfg.optim_wrapper.type == 'OptimWrapper'
     else:
         assert head.classifier_cfg == dict(type='FixNormConv2d', alpha=alpha)
-        assert cfg.optim_wrapper.type == 'FixNormOptimWrapper'
-        assert cfg.optim_wrapper.constructor == 'FixNormOptimWrapperConstructor'
+        assert cfg.optim_wrapper.type == 'OptimWrapper'
+        assert cfg.optim_wrapper.constructor == 'NormControlOptimWrapperConstructor'
+        assert cfg.optim_wrapper.norm_control.type == 'FixNorm'
 
 
 def test_config_file_and_package_scope_give_the_same_experiment(table3):
@@ -378,7 +379,7 @@ class Recorder(Hook):
             self.labels = torch.stack([s.gt_sem_seg.data for s in output['data_samples']])
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        ctrl = getattr(runner.optim_wrapper, 'fixnorm', None)
+        ctrl = getattr(runner.optim_wrapper, 'norm_control', None)
         if ctrl is not None:
             fixed = ctrl.selection.groups['default']
             self.norms.append(math.sqrt(sum(p.detach().norm().item() ** 2 for p in fixed.values())))
@@ -467,7 +468,7 @@ def test_runner_trains_and_evaluates_each_table3_row(tmp_path, cityscapes, table
     assert isinstance(cls, FixNormConv2d) and cls.alpha == alpha and cls.out_channels == 19
     gs = history(runner, 'train/fixnorm/g')
     assert len(gs) == max_iters and gs[-1] == pytest.approx(cls.g.item(), rel=1e-6)
-    ctrl = runner.optim_wrapper.fixnorm
+    ctrl = runner.optim_wrapper.norm_control
     fixed = ctrl.selection.groups['default']
     reference = math.sqrt(sum(rec.initial[n] ** 2 for n in fixed))
     assert ctrl.fixer.reference_norms['default'].item() == pytest.approx(reference, rel=1e-6)

@@ -4,7 +4,7 @@ al.), epsilon-shifted L2 (Li et al.) and WRS (Liu et al.).
 
 Every run goes through mmengine's Runner with the same config except the
 method, which is switched by its fragment (``configs/_base_/methods/``,
-:func:`fixnorm_mm.methods.apply_method`); the seed, the data order and the
+:func:`fixnorm_mm.norm_control.apply_method`); the seed, the data order and the
 initial weights are the same for all. Writes to ``--work-dir``:
 
 * ``results.md``: final / best validation accuracy, final training loss,
@@ -53,11 +53,9 @@ from torch.utils.data import Dataset
 import fixnorm_mm  # noqa: F401  (registers the plugin)
 from fixnorm_mm.engine import batch_labels
 from fixnorm_mm.mcbr import mcbr
-from fixnorm_mm.methods import METHODS, apply_method
-from fixnorm_mm.norm_fixing.selection import unwrap
+from fixnorm_mm.norm_control import apply_method, available_methods, unwrap
+from fixnorm_mm.norm_control.methods import method_label
 
-LABELS = {'wd': 'weight decay', 'fixnorm': 'FixNorm', 'fixnorm_per_layer': 'per-layer FixNorm',
-          'eps_l2': 'eps-shifted L2', 'wrs': 'WRS'}
 
 
 # --------------------------------------------------------------------------- task
@@ -258,7 +256,7 @@ def run_method(base: Config, method: str, work_dir: str, weight_decay: Optional[
     if weight_decay is not None and wd:
         cfg.optim_wrapper.optimizer.weight_decay = weight_decay  # same lambda everywhere
     if tau is not None and method == 'wrs':
-        cfg.optim_wrapper.wrs.interval = tau
+        cfg.optim_wrapper.norm_control.interval = tau
     cfg.work_dir = osp.join(work_dir, method)
     cfg.experiment_name = method
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
@@ -301,7 +299,7 @@ def markdown_table(rows: List[dict]) -> str:
              '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(
-            f"| {LABELS.get(r['method'], r['method'])} | {f(r['final'], '.2f')} | "
+            f"| {method_label(r['method'])} | {f(r['final'], '.2f')} | "
             f"{f(r['best'], '.2f')} | {f(r['loss'])} | {f(r['mcbr'], '.3f')} | "
             f"{f(r['kernel_norm_start'])} -> {f(r['kernel_norm_end'])} | "
             f"{f(r['unit_norm_mean_end'])} | {f(r['head_norm_end'])} | "
@@ -327,7 +325,7 @@ def plot(results: List[dict], metric: Optional[str], path: str) -> None:
                 xs, ys = c['iter'], c[key]
             pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
             if pts:
-                ax.plot(*zip(*pts), label=LABELS.get(r['method'], r['method']))
+                ax.plot(*zip(*pts), label=method_label(r['method']))
         ax.set_title(title)
         ax.set_xlabel('iteration')
         ax.grid(alpha=0.3)
@@ -340,8 +338,10 @@ def plot(results: List[dict], metric: Optional[str], path: str) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--config', help='model/data config to compare on (default: digits CNN)')
-    p.add_argument('--methods', default=','.join(METHODS),
-                   help=f'comma-separated, from {",".join(METHODS)} (or fragment paths)')
+    methods = list(available_methods())
+    p.add_argument('--methods', default=','.join(methods),
+                   help=f'comma-separated, from {",".join(methods)} (the registered '
+                        'methods) or fragment paths')
     p.add_argument('--work-dir', default='work_dirs/compare_methods')
     p.add_argument('--epochs', type=int, default=20, help='digits task only')
     p.add_argument('--lr', type=float, default=0.1, help='digits task only')

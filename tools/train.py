@@ -27,9 +27,11 @@ def parse_args():
                         help='resume from the given checkpoint, or the latest one '
                              'in work_dir when no path is given')
     parser.add_argument('--amp', action='store_true', help='mixed precision training')
-    parser.add_argument('--method', choices=['wd', 'fixnorm', 'fixnorm_per_layer', 'eps_l2', 'wrs'],
-                        help='train with this norm-control method instead of the config\'s '
-                             '(configs/_base_/methods/); --cfg-options still apply after it')
+    parser.add_argument('--method',
+                        help='train with this norm-control method instead of the config\'s: '
+                             'a registered method (wd, fixnorm, fixnorm_per_layer, eps_l2, wrs, '
+                             'or one of your own) or a fragment file; --cfg-options still '
+                             'apply after it')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual batch size (auto_scale_lr)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -46,8 +48,8 @@ def build_cfg(args) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.method is not None:
-        from fixnorm_mm.methods import apply_method
-        cfg = apply_method(cfg, args.method)
+        from fixnorm_mm.norm_control.methods import apply_method, check_method_name
+        cfg = apply_method(cfg, check_method_name(args.method))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
@@ -55,10 +57,8 @@ def build_cfg(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        cfg.optim_wrapper.type = {'FixNormOptimWrapper': 'FixNormAmpOptimWrapper',
-                                  'OptimWrapper': 'AmpOptimWrapper'}.get(wrapper, wrapper)
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        from fixnorm_mm.norm_control.methods import enable_amp
+        enable_amp(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs `auto_scale_lr=dict(enable=..., '

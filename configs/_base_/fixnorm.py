@@ -1,13 +1,14 @@
 # FixNorm in any mmengine config (paper Algo 1 @ FixNorm-FC): no weight decay,
 # and after every real optimizer step the global norm of all scale-invariant
 # weights is rescaled to its value at the start of training.
-# Keep your optimizer; FixNorm only needs weight_decay=0 and this wrapper.
+# Keep your optimizer and wrapper type (OptimWrapper, or AmpOptimWrapper with
+# --amp); FixNorm only needs weight_decay=0, the constructor and norm_control.
 custom_imports = dict(imports=['fixnorm_mm'], allow_failed_imports=False)
 optim_wrapper = dict(
-    type='FixNormOptimWrapper',
-    constructor='FixNormOptimWrapperConstructor',
+    type='OptimWrapper',
+    constructor='NormControlOptimWrapperConstructor',
     optimizer=dict(weight_decay=0),
     # include/exclude: fnmatch patterns of parameter names; groups: parts fixed
     # independently, e.g. [dict(name='head', include=['head.*'])].
-    fixnorm=dict(include=[], exclude=[], groups=[], per_layer=False))
+    norm_control=dict(type='FixNorm', include=[], exclude=[], groups=[], per_layer=False))
 custom_hooks = [dict(type='MCBRHook', interval=50)]

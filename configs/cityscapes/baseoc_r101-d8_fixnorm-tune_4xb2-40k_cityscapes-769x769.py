@@ -14,8 +14,8 @@ custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.segmentation'],
 # them) and train without weight decay.
 model = dict(decode_head=dict(classifier_cfg=dict(type='FixNormConv2d', alpha=1.0)))
 optim_wrapper = dict(
-    type='FixNormOptimWrapper',
-    constructor='FixNormOptimWrapperConstructor',
+    type='OptimWrapper',
+    constructor='NormControlOptimWrapperConstructor',
     optimizer=dict(lr=0.0335, weight_decay=0),
     # one group: every conv followed by BN (backbone, both heads) + conv_seg
-    fixnorm=dict(include=[], exclude=[], groups=[], per_layer=False))
+    norm_control=dict(type='FixNorm', include=[], exclude=[], groups=[], per_layer=False))

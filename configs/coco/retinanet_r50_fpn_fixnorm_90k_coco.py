@@ -11,7 +11,7 @@ model = dict(bbox_head=dict(type='FixNormRetinaHead', alpha=0.5))
 # backbone's convs feed eval-mode BN (norm_eval=True) and are not scale-invariant:
 # the startup table lists them as left out (docs/coco.md).
 optim_wrapper = dict(
-    type='FixNormOptimWrapper',
-    constructor='FixNormOptimWrapperConstructor',
+    type='OptimWrapper',
+    constructor='NormControlOptimWrapperConstructor',
     optimizer=dict(lr=0.0145, weight_decay=0),
-    fixnorm=dict(include=[], exclude=[], groups=[], per_layer=False))
+    norm_control=dict(type='FixNorm', include=[], exclude=[], groups=[], per_layer=False))

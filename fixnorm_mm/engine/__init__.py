@@ -1,10 +1,12 @@
-"""mmengine glue: optim wrappers, constructor, hooks, safe checkpoint loading."""
+"""mmengine glue: the constructor that attaches a norm-control method to any
+optim wrapper, the hooks, the legacy wrapper aliases, safe checkpoint loading."""
 from .checkpoint import MMENGINE_CHECKPOINT_GLOBALS, allow_mmengine_checkpoints
-from .constructor import FixNormOptimWrapperConstructor
-from .hooks import FixNormHook, MCBRHook, batch_labels, find_controller
-from .optim_wrapper import FixNormAmpOptimWrapper, FixNormOptimWrapper
+from .constructor import FixNormOptimWrapperConstructor, NormControlOptimWrapperConstructor
+from .hooks import FixNormHook, MCBRHook, NormControlHook, batch_labels, find_controller
+from .optim_wrapper import (EpsShiftedL2OptimWrapper, FixNormAmpOptimWrapper,
+                            FixNormOptimWrapper, WRSOptimWrapper)
 
-__all__ = ['FixNormOptimWrapper', 'FixNormAmpOptimWrapper',
-           'FixNormOptimWrapperConstructor', 'FixNormHook', 'MCBRHook',
-           'find_controller', 'batch_labels', 'MMENGINE_CHECKPOINT_GLOBALS',
-           'allow_mmengine_checkpoints']
+__all__ = ['NormControlOptimWrapperConstructor', 'FixNormOptimWrapperConstructor',
+           'NormControlHook', 'FixNormHook', 'MCBRHook', 'find_controller', 'batch_labels',
+           'FixNormOptimWrapper', 'FixNormAmpOptimWrapper', 'EpsShiftedL2OptimWrapper',
+           'WRSOptimWrapper', 'MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_checkpoints']

@@ -7,14 +7,22 @@ few of its own types (the message hub's ``HistoryBuffer``, numpy scalars and
 arrays in the logged scalars), so ``resume=True`` fails out of the box.
 
 We keep safe loading on and allow-list exactly those types, nothing else
-(:data:`MMENGINE_CHECKPOINT_GLOBALS`). Importing ``fixnorm_mm`` does it.
+(:data:`MMENGINE_CHECKPOINT_GLOBALS`); importing ``fixnorm_mm`` does it, so
+any tool that ``custom_imports`` the plugin resumes. Two entries need care,
+because unpickling them must not let a checkpoint change anything beyond the
+objects it creates:
 
-One entry needs care: ``HistoryBuffer.__getstate__`` stores its statistics
-methods, which pickle as ``getattr(HistoryBuffer, 'mean')``. Allow-listing
-the builtin ``getattr`` would let a checkpoint read any attribute of anything;
-instead the name ``builtins.getattr`` is bound, for the safe loader only, to
-:func:`history_buffer_method`, which returns HistoryBuffer's registered
-statistics methods and refuses everything else.
+* ``HistoryBuffer.__setstate__`` copies the checkpoint's ``statistics_methods``
+  into a table shared by every HistoryBuffer of the process; a crafted
+  checkpoint could rebind ``'mean'`` for all of them. The allow-listed name
+  ``mmengine.logging.history_buffer.HistoryBuffer`` is therefore bound to
+  :class:`CheckpointHistoryBuffer`, which restores a buffer's values and drops
+  the methods (the process has its own), then becomes a plain HistoryBuffer.
+* those methods pickle as ``getattr(HistoryBuffer, 'mean')``. Allow-listing
+  the builtin ``getattr`` would let a checkpoint read any attribute of
+  anything; instead ``builtins.getattr`` is bound, for the safe loader only,
+  to :func:`history_buffer_method`, which returns one of HistoryBuffer's four
+  built-in statistics and refuses everything else.
 """
 import pickle
 
@@ -31,16 +39,28 @@ def _numpy_globals() -> list:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
 
 
-_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+#: the statistics every HistoryBuffer has (mmengine registers them in __init__)
+BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+class CheckpointHistoryBuffer(HistoryBuffer):
+    """What a checkpoint's HistoryBuffer is unpickled as: its values, not its
+    statistics methods; afterwards an ordinary :class:`HistoryBuffer` (so it
+    pickles, compares and behaves as one)."""
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError('fixnorm_mm safe loading: a HistoryBuffer state '
+                                         f'must be a dict, got {type(state).__name__}')
+        state = {k: v for k, v in state.items() if k != 'statistics_methods'}
+        HistoryBuffer()  # its __init__ registers the built-in statistics, if no buffer did
+        self.__dict__.update(state)
+        self.__class__ = HistoryBuffer
 
 
 def history_buffer_method(owner, name: str):
     """``getattr`` restricted to what mmengine checkpoints use it for."""
-    # HistoryBuffer registers its own four methods in __init__ only, so a
-    # process that has built none yet (tools/test.py) must know them by name
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
-        return HistoryBuffer._statistics_methods[name]
-    if owner is HistoryBuffer and name in _BUILTIN_STATISTICS:
+    if owner in (HistoryBuffer, CheckpointHistoryBuffer) and name in BUILTIN_STATISTICS:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'fixnorm_mm safe loading: refusing getattr({owner!r}, {name!r}); mmengine '
@@ -48,8 +68,10 @@ def history_buffer_method(owner, name: str):
 
 
 #: Everything beyond tensors and containers that an mmengine checkpoint holds.
-MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, *_numpy_globals(),
-                               (history_buffer_method, 'builtins.getattr')]
+MMENGINE_CHECKPOINT_GLOBALS = [
+    (CheckpointHistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
+    *_numpy_globals(),
+    (history_buffer_method, 'builtins.getattr')]
 
 
 def allow_mmengine_checkpoints() -> None:

@@ -5,78 +5,84 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 from mmengine.hooks import Hook
+from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS
 from torch import Tensor, nn
 
 from ..layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from ..mcbr import mcbr
-from ..norm_fixing import FixNormController
-from ..norm_fixing.selection import unwrap
+from ..norm_control.controller import NormController, build_controller
+from ..norm_control.selection import unwrap
 
 
 @HOOKS.register_module()
-class FixNormHook(Hook):
-    """Algo 1 through the hook life cycle, for a runner whose optim wrapper is
-    not a FixNorm one (with a FixNorm wrapper, do not add this hook).
+class NormControlHook(Hook):
+    """A norm-control method for a runner whose optim wrapper was built
+    without it (any mmengine optim wrapper; with a norm-control one, do not
+    add this hook).
 
-    The hook acts after the optimizer step, so it records the weights' norms
-    before the first iteration and takes the reference from them.
-    Arguments are those of :class:`~fixnorm_mm.norm_fixing.FixNormController`.
+    The method attaches to the optimizer before the checkpoint is loaded
+    (``before_run``), so it behaves exactly as through the constructor: the
+    same first step, the same AMP handling, its state in the optimizer's
+    state_dict, the same resume checks.
+
+    Args:
+        norm_control: ``dict(type='FixNorm', ...)`` (any registered method).
     """
-    priority = 'ABOVE_NORMAL'  # rescale before EMA / checkpoint hooks see the weights
+    priority = 'ABOVE_NORMAL'
 
-    def __init__(self, **fixnorm) -> None:
-        self.fixnorm = FixNormController(**fixnorm)
-        self._initial_norms: Optional[Dict[str, Tensor]] = None
-        self._scale_before: Optional[Tensor] = None
+    def __init__(self, norm_control: Optional[dict] = None) -> None:
+        cfg = dict(type='FixNorm') if norm_control is None else norm_control
+        self.controller = build_controller(cfg, self._cfg_key())
 
-    def before_train(self, runner) -> None:
-        from .optim_wrapper import _FixNormWrapperMixin
-        if isinstance(runner.optim_wrapper, _FixNormWrapperMixin):
-            raise ValueError('FixNormHook: the optim wrapper is already a FixNorm one; '
-                             'remove FixNormHook from custom_hooks (it would rescale twice)')
-        self.fixnorm.watch(runner.model)
+    def _cfg_key(self) -> str:
+        return 'custom_hooks.NormControlHook.norm_control'
 
-    @torch.no_grad()
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if not self.fixnorm.started and self._initial_norms is None:
-            named = [(n, p) for n, p in unwrap(runner.model).named_parameters() if p.dim() > 1]
-            norms = torch._foreach_norm([p for _, p in named])
-            self._initial_norms = {n: v for (n, _), v in zip(named, norms)}
-        scaler = getattr(runner.optim_wrapper, 'loss_scaler', None)
-        if scaler is not None and scaler.is_enabled():
-            self._scale_before = scaler._scale.clone()
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+    def before_run(self, runner) -> None:
         wrapper = runner.optim_wrapper
-        if not wrapper.should_update():
-            return  # an accumulation iteration: no optimizer step happened
-        if not self.fixnorm.started:
-            self.fixnorm.start(runner.model, wrapper.optimizer, self._initial_norms)
-            self._initial_norms = None
-        skipped = None
-        if self._scale_before is not None:  # a skipped AMP step lowered the scale
-            skipped = wrapper.loss_scaler._scale < self._scale_before
-        self.fixnorm.after_step(skipped)
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        state = self.fixnorm.state_dict()
-        if state is not None:
-            checkpoint['fixnorm'] = state
+        if not isinstance(wrapper, OptimWrapper):
+            return  # a test or validation run: nothing to control
+        if getattr(wrapper, 'norm_control', None) is not None:
+            raise ValueError(
+                f'{type(self).__name__}: the optim wrapper already runs '
+                f'{wrapper.norm_control.type_name}; remove {type(self).__name__} from '
+                'custom_hooks (it would act twice)')
+        counts = (runner.cfg.get('optim_wrapper') or {}).get('accumulative_counts', 1)
+        self.controller.attach(runner.model, wrapper.optimizer, counts)
+        wrapper.norm_control = self.controller  # where MCBRHook and others look
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if getattr(runner, '_resume', False):  # load_from starts a new training
-            self.fixnorm.load_state_dict(checkpoint.get('fixnorm'))
+        # checkpoints of earlier FixNormHooks kept the state at the top level
+        legacy = checkpoint.get(self.controller.state_key or '') \
+            if self.controller.state_key else None
+        if legacy is not None and runner.cfg.get('resume', False):
+            self.controller.load_resumed(self.controller.type_name, legacy)
 
 
-def find_controller(runner) -> Optional[FixNormController]:
-    """The FixNorm controller of a runner: its optim wrapper's or its hook's."""
-    ctrl = getattr(getattr(runner, 'optim_wrapper', None), 'fixnorm', None)
-    if isinstance(ctrl, FixNormController):
+@HOOKS.register_module()
+class FixNormHook(NormControlHook):
+    """FixNorm (Algo 1) through a hook: ``dict(type='FixNormHook', **fixnorm
+    options)``, the same as ``NormControlHook(norm_control=dict(type='FixNorm', ...))``."""
+
+    def __init__(self, **fixnorm) -> None:
+        super().__init__(dict(type='FixNorm', **fixnorm))
+
+    def _cfg_key(self) -> str:
+        return 'custom_hooks.FixNormHook'
+
+    @property
+    def fixnorm(self):
+        return self.controller
+
+
+def find_controller(runner) -> Optional[NormController]:
+    """The norm-control method of a runner (its optim wrapper's or a hook's)."""
+    ctrl = getattr(getattr(runner, 'optim_wrapper', None), 'norm_control', None)
+    if isinstance(ctrl, NormController):
         return ctrl
     for hook in runner.hooks:
-        if isinstance(hook, FixNormHook):
-            return hook.fixnorm
+        if isinstance(hook, NormControlHook):
+            return hook.controller
     return None
 
 
@@ -206,12 +212,9 @@ class MCBRHook(Hook):
 
     @staticmethod
     def norm_scalars(runner) -> Dict[str, Tensor]:
+        """The norms the runner's norm-control method controls (FixNorm: the
+        global norm of each group and its effective lr = lr / ||W||^2)."""
         ctrl = find_controller(runner)
         if ctrl is None or not ctrl.started:
             return {}
-        lr = runner.optim_wrapper.get_lr()['lr'][0]
-        out = {}
-        for group, norm in ctrl.fixer.norms().items():
-            out[f'norm_{group}'] = norm if norm.dim() == 0 else norm.norm()
-            out[f'effective_lr_{group}'] = lr / out[f'norm_{group}'] ** 2
-        return out
+        return ctrl.log_scalars(runner.optim_wrapper.get_lr()['lr'][0])

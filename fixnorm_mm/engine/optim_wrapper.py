@@ -1,102 +1,120 @@
-"""Norm fixing after every real optimizer step, as mmengine optim wrappers.
+"""The method-specific optim wrappers of earlier versions, as thin aliases.
 
-The algorithm is :class:`~fixnorm_mm.norm_fixing.NormFixer`; these wrappers
-only decide *when* it runs: after ``step()``, which mmengine calls only on
-real steps (not on the accumulation iterations of ``accumulative_counts``),
-and never after an AMP step that the loss scaler skipped. The reference norms
-travel in the wrapper's ``state_dict`` (key ``'fixnorm'``), so they come back
-with ``resume=True``.
+The norm-control methods run on mmengine's own wrappers
+(:class:`~.constructor.NormControlOptimWrapperConstructor`); these classes
+only keep older configs and checkpoints working: each is mmengine's
+``OptimWrapper`` / ``AmpOptimWrapper`` that builds its method from its old key
+(``fixnorm=dict(...)``, ``eps_shifted_l2=dict(...)``, ``wrs=dict(...)``) and
+exposes it as ``norm_control`` (and under its old attribute names). None
+overrides ``step``.
 """
 from typing import Optional
 
-import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
-from ..norm_fixing import FixNormController
+from ..norm_control.controller import build_controller
+
+#: legacy wrapper type -> its method
+LEGACY_WRAPPERS = {'FixNormOptimWrapper': 'FixNorm', 'FixNormAmpOptimWrapper': 'FixNorm',
+                   'EpsShiftedL2OptimWrapper': 'EpsShiftedL2', 'WRSOptimWrapper': 'WRS'}
 
 
-class _FixNormWrapperMixin:
+class _LegacyWrapperMixin:
+    method = ''
+    legacy_key = ''
 
-    def _init_fixnorm(self, model: Optional[nn.Module], fixnorm: Optional[dict]) -> None:
-        self.fixnorm = FixNormController(**(fixnorm or {}))
-        self.model: Optional[nn.Module] = None
-        if model is not None:
-            self.attach_model(model)
+    def _init_control(self, model: Optional[nn.Module], options: Optional[dict],
+                      norm_control: Optional[dict], accumulative_counts: int) -> None:
+        if norm_control is None:
+            if options is not None and not isinstance(options, dict):
+                raise TypeError(f'optim_wrapper.{self.legacy_key} must be a dict, '
+                                f'got {options!r}')
+            cfg, key = dict(type=self.method, **(options or {})), f'optim_wrapper.{self.legacy_key}'
+        else:
+            cfg, key = norm_control, 'optim_wrapper.norm_control'
+        self.norm_control = build_controller(cfg, key)
+        self.norm_control.attach(model, self.optimizer, accumulative_counts)
 
     def attach_model(self, model: nn.Module) -> None:
-        """Give the wrapper the model whose weights it fixes (the constructor does)."""
-        self.model = model
-        self.fixnorm.watch(model)
+        """Give the method the model it acts on (the constructor does)."""
+        self.norm_control.attach_model(model)
 
-    def _start_fixnorm(self) -> None:
-        if self.fixnorm.started:
-            return
-        if self.model is None:
-            raise RuntimeError(
-                f'{type(self).__name__} has no model to fix: build it with '
-                "optim_wrapper.constructor='FixNormOptimWrapperConstructor' "
-                '(or call attach_model(model) before training).')
-        self.fixnorm.start(self.model, self.optimizer)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        fixnorm = self.fixnorm.state_dict()
-        if fixnorm is not None:
-            state['fixnorm'] = fixnorm
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)  # do not mutate the caller's checkpoint
-        fixnorm = state_dict.pop('fixnorm', None)
-        super().load_state_dict(state_dict)
-        self.fixnorm.load_state_dict(fixnorm)
+    @property
+    def model(self) -> Optional[nn.Module]:
+        return self.norm_control.model
 
 
 @OPTIM_WRAPPERS.register_module()
-class FixNormOptimWrapper(_FixNormWrapperMixin, OptimWrapper):
-    """``OptimWrapper`` + Algo 1: ``fixnorm=dict(include=..., exclude=...,
-    groups=..., per_layer=False)`` configures the fixed set."""
+class FixNormOptimWrapper(_LegacyWrapperMixin, OptimWrapper):
+    """``OptimWrapper`` + FixNorm: ``fixnorm=dict(include=..., exclude=...,
+    groups=..., per_layer=False)``. Same as ``type='OptimWrapper',
+    norm_control=dict(type='FixNorm', ...)``."""
+    method, legacy_key = 'FixNorm', 'fixnorm'
 
     def __init__(self, optimizer, model: Optional[nn.Module] = None,
-                 fixnorm: Optional[dict] = None, **kwargs) -> None:
+                 fixnorm: Optional[dict] = None, norm_control: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(optimizer, **kwargs)
-        self._init_fixnorm(model, fixnorm)
+        self._init_control(model, fixnorm, norm_control, kwargs.get('accumulative_counts', 1))
 
-    def step(self, **kwargs) -> None:
-        self._start_fixnorm()
-        super().step(**kwargs)
-        self.fixnorm.after_step()
+    @property
+    def fixnorm(self):
+        """The FixNorm controller (its old name)."""
+        return self.norm_control
 
 
 @OPTIM_WRAPPERS.register_module()
-class FixNormAmpOptimWrapper(_FixNormWrapperMixin, AmpOptimWrapper):
-    """``AmpOptimWrapper`` (fp16 or bf16) + Algo 1. A step the loss scaler
-    skips (inf/NaN gradients) leaves the weights exactly as they were: the
-    rescale factor is 1 there, decided on the device without a host sync."""
+class FixNormAmpOptimWrapper(_LegacyWrapperMixin, AmpOptimWrapper):
+    """``AmpOptimWrapper`` + FixNorm. Same as ``type='AmpOptimWrapper',
+    norm_control=dict(type='FixNorm', ...)``: a step the loss scaler skips is
+    no optimizer step, so nothing is rescaled."""
+    method, legacy_key = 'FixNorm', 'fixnorm'
 
     def __init__(self, optimizer, model: Optional[nn.Module] = None,
-                 fixnorm: Optional[dict] = None, **kwargs) -> None:
+                 fixnorm: Optional[dict] = None, norm_control: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
-        self._init_fixnorm(model, fixnorm)
+        self._init_control(model, fixnorm, norm_control, kwargs.get('accumulative_counts', 1))
 
-    def step(self, **kwargs) -> None:
-        self._start_fixnorm()
-        if self.clip_grad_kwargs:
-            self.loss_scaler.unscale_(self.optimizer)
-            self._clip_grad()
-        self.loss_scaler.step(self.optimizer, **kwargs)
-        skipped = self._step_skipped()
-        self.loss_scaler.update(self._scale_update_param)
-        self.fixnorm.after_step(skipped)
+    @property
+    def fixnorm(self):
+        return self.norm_control
 
-    def _step_skipped(self) -> Optional[torch.Tensor]:
-        """True (a device tensor) when the scaler found inf/NaN and skipped."""
-        if not self.loss_scaler.is_enabled():
-            return None
-        found = self.loss_scaler._per_optimizer_states[id(self.optimizer)]['found_inf_per_device']
-        if not found:
-            return None
-        device = next(iter(found.values())).device
-        return torch.stack([v.to(device) for v in found.values()]).sum() > 0
+
+@OPTIM_WRAPPERS.register_module()
+class EpsShiftedL2OptimWrapper(_LegacyWrapperMixin, OptimWrapper):
+    """``OptimWrapper`` + epsilon-shifted L2: ``eps_shifted_l2=dict(...)``."""
+    method, legacy_key = 'EpsShiftedL2', 'eps_shifted_l2'
+
+    def __init__(self, optimizer, model: Optional[nn.Module] = None,
+                 eps_shifted_l2: Optional[dict] = None, norm_control: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(optimizer, **kwargs)
+        self._init_control(model, eps_shifted_l2, norm_control,
+                           kwargs.get('accumulative_counts', 1))
+
+    @property
+    def regularizer(self):
+        return self.norm_control.regularizer
+
+
+@OPTIM_WRAPPERS.register_module()
+class WRSOptimWrapper(_LegacyWrapperMixin, OptimWrapper):
+    """``OptimWrapper`` + WRS: ``wrs=dict(interval=40, ...)``."""
+    method, legacy_key = 'WRS', 'wrs'
+
+    def __init__(self, optimizer, model: Optional[nn.Module] = None,
+                 wrs: Optional[dict] = None, norm_control: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(optimizer, **kwargs)
+        self._init_control(model, wrs, norm_control, kwargs.get('accumulative_counts', 1))
+
+    @property
+    def rescaler(self):
+        return self.norm_control.rescaler
+
+    @property
+    def steps(self) -> int:
+        return self.norm_control.steps

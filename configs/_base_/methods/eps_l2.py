@@ -3,12 +3,11 @@
 # (lambda/2)(||W|| - eps)^2 (WS: its mean/std form) replaces weight decay;
 # everything else keeps plain weight decay lambda. Paper defaults: lambda = 1e-4
 # (SGD, ImageNet), eps = 1e-3 (Table IV).
-custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.methods'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['fixnorm_mm'], allow_failed_imports=False)
 optim_wrapper = dict(
-    type='EpsShiftedL2OptimWrapper',
+    type='OptimWrapper',
     constructor='NormControlOptimWrapperConstructor',
     optimizer=dict(weight_decay=1e-4),
     # weight_decay=None: lambda of each tensor = the decay configured for it
-    eps_shifted_l2=dict(eps=1e-3, weight_decay=None, mode='gradient',
-                        bn_followed=True, include=[], exclude=[]))
+    norm_control=dict(type='EpsShiftedL2', eps=1e-3, weight_decay=None, mode='gradient',
+                      bn_followed=True, include=[], exclude=[]))

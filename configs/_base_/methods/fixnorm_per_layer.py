@@ -2,4 +2,4 @@
 # discussed in the FixNorm paper): like FixNorm, but every tensor keeps its
 # *own* initial norm instead of the fixed set keeping its global one.
 _base_ = ['./fixnorm.py']
-optim_wrapper = dict(fixnorm=dict(per_layer=True))
+optim_wrapper = dict(norm_control=dict(per_layer=True))

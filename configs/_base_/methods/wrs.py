@@ -3,10 +3,9 @@
 # rescaled to unit norm; those kernels get no weight decay, everything else
 # (BN gamma, ...) keeps it. tau in {10, 20, 40} (Supp. Table S1: mostly 40).
 # lambda = 1e-4 as for the other methods here (the paper used 5e-4 on CIFAR).
-custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.methods'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['fixnorm_mm'], allow_failed_imports=False)
 optim_wrapper = dict(
-    type='WRSOptimWrapper',
+    type='OptimWrapper',
     constructor='NormControlOptimWrapperConstructor',
     optimizer=dict(weight_decay=1e-4),
-    wrs=dict(interval=40, rescale_at_start=True, include=[], exclude=[]))
+    norm_control=dict(type='WRS', interval=40, rescale_at_start=True, include=[], exclude=[]))

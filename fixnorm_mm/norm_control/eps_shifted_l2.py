@@ -36,16 +36,18 @@ Usable from a bare training loop::
     loss.backward(); reg.add_gradient_(); opt.step()        # or: (loss + reg.penalty()).backward()
 """
 import fnmatch
-from typing import Dict, Mapping, Optional, Union
+import logging
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.optim import OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor, nn
 
-from .base import (NormControlWrapperMixin, format_selection,
-                   select_unit_invariant)
+from ..registry import NORM_CONTROLLERS
+from . import table
+from .controller import (NormController, check_bool, check_choice, check_number,
+                         check_patterns)
+from .selection import select_unit_invariant
 from .units import OutputUnits
 
 #: Paper defaults (Sec. 6.1, Tables III-V).
@@ -139,15 +141,20 @@ class EpsShiftedL2:
         return term
 
     @torch.no_grad()
-    def add_gradient_(self) -> None:
-        """``W.grad += Eq. 27 / 28``: the same update as adding :meth:`penalty`
-        to the loss, without a graph. Call after backward, before the step."""
+    def add_gradient_(self, scale: Optional[Tensor] = None) -> None:
+        """``W.grad += Eq. 27 / 28`` (times ``scale``, for gradients still
+        multiplied by an AMP loss scale): the same update as adding
+        :meth:`penalty` to the loss, without a graph. Call after backward,
+        before the step."""
         params = self.units.params
         for p in params:
             if p.grad is None:  # unused in this forward: the penalty still pulls it
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in params]
-        term = self.units.split(self.gradient())
+        flat = self.gradient()
+        if scale is not None:
+            flat = flat * scale
+        term = self.units.split(flat)
         torch._foreach_add_(grads, [t.to(g.dtype) for t, g in zip(term, grads)])
 
     @torch.no_grad()
@@ -157,46 +164,45 @@ class EpsShiftedL2:
         return dict(zip(self.names, self.units.per_tensor(scale)))
 
 
-@OPTIM_WRAPPERS.register_module()
-class EpsShiftedL2OptimWrapper(NormControlWrapperMixin, OptimWrapper):
-    """``OptimWrapper`` + epsilon-shifted L2 on WN / WS (and BN-followed) weights.
+@NORM_CONTROLLERS.register_module('EpsShiftedL2')
+class EpsShiftedL2Controller(NormController):
+    """epsilon-shifted L2 on WN / WS (and BN-followed) weights, replacing their
+    weight decay; everything else keeps the optimizer's weight decay.
 
-    ``eps_shifted_l2=dict(eps=1e-3, weight_decay=None, mode='gradient',
-    bn_followed=True, include=[], exclude=[])``:
-
-    * ``weight_decay``: lambda; ``None`` takes each tensor's configured decay.
-    * ``mode='gradient'`` adds Eq. 27 / 28 to the gradients before the step
-      (and before gradient clipping, as a loss term would); ``'loss'`` adds
-      the penalty to the loss and lets autograd do it (one more graph).
-    * ``bn_followed``: also regularize BN-followed conv/linear weights (WN form).
-    * ``include`` / ``exclude``: fnmatch patterns of parameter names.
-
-    Build it with ``constructor='NormControlOptimWrapperConstructor'``.
+    Args:
+        eps: the shift eps (>= 0; 0 is plain L2).
+        weight_decay: lambda; ``None`` takes each tensor's configured decay.
+        mode: ``'gradient'`` adds Eq. 27 / 28 to the gradients before each
+            real step; ``'loss'`` adds the gradient of the penalty as autograd
+            computes it (as if the penalty were a loss term; one more graph).
+            Either way after gradient clipping, like the optimizer's own weight
+            decay, and in the units of the unscaled gradients under AMP.
+        bn_followed: also regularize BN-followed conv/linear weights (WN form).
+        include, exclude: fnmatch patterns of parameter names.
+        **kwargs: see :class:`~.controller.NormController`.
     """
-    method_name = 'epsilon-shifted L2'
+    type_name = 'EpsShiftedL2'
+    methods = {'eps_l2': '_base_/methods/eps_l2.py'}
+    labels = {'eps_l2': 'eps-shifted L2'}
+    one_group_per_tensor = True
 
-    def __init__(self, optimizer, model: Optional[nn.Module] = None,
-                 eps_shifted_l2: Optional[dict] = None, **kwargs) -> None:
-        super().__init__(optimizer, **kwargs)
-        cfg = dict(eps=DEFAULT_EPS, weight_decay=None, mode='gradient', bn_followed=True,
-                   include=[], exclude=[])
-        unknown = set(eps_shifted_l2 or {}) - set(cfg)
-        if unknown:
-            raise ValueError(f'eps_shifted_l2: unknown keys {sorted(unknown)}; '
-                             f'allowed: {sorted(cfg)}')
-        cfg.update(eps_shifted_l2 or {})
-        if cfg['mode'] not in ('gradient', 'loss'):
-            raise ValueError(f"eps_shifted_l2.mode must be 'gradient' or 'loss', "
-                             f"got {cfg['mode']!r}")
-        self.eps_cfg = cfg
+    def __init__(self, eps: float = DEFAULT_EPS, weight_decay: Optional[float] = None,
+                 mode: str = 'gradient', bn_followed: bool = True,
+                 include: Sequence[str] = (), exclude: Sequence[str] = (), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.eps = check_number(self.key('eps'), eps)
+        self.weight_decay = check_number(self.key('weight_decay'), weight_decay,
+                                         allow_none=True)
+        self.mode = check_choice(self.key('mode'), mode, ('gradient', 'loss'))
+        self.bn_followed = check_bool(self.key('bn_followed'), bn_followed)
+        self.include = check_patterns(self.key('include'), include)
+        self.exclude = check_patterns(self.key('exclude'), exclude)
         self.regularizer: Optional[EpsShiftedL2] = None
-        self._init_control(model)
 
-    def _start_method(self, model: nn.Module, followed: dict) -> None:
-        cfg = self.eps_cfg
+    def start(self, model: nn.Module, followed: dict, resumed_state) -> None:
         ws_types = ws_layer_types()
-        sel = select_unit_invariant(model, followed if cfg['bn_followed'] else {},
-                                    include=cfg['include'], exclude=cfg['exclude'])
+        sel = select_unit_invariant(model, followed if self.bn_followed else {},
+                                    include=self.include, exclude=self.exclude)
         chosen = sel.groups.get('default', {})
         forms, reasons = {}, dict(sel.reasons)
         excluded = list(sel.excluded)
@@ -204,7 +210,7 @@ class EpsShiftedL2OptimWrapper(NormControlWrapperMixin, OptimWrapper):
         for mod_name, module in model.named_modules():
             if ws_types and isinstance(module, ws_types):
                 name = f'{mod_name}.weight'
-                if any(fnmatch.fnmatchcase(name, p) for p in cfg['exclude']) \
+                if any(fnmatch.fnmatchcase(name, p) for p in self.exclude) \
                         or not params[name].requires_grad:
                     continue
                 forms[name] = 'WS'
@@ -216,33 +222,52 @@ class EpsShiftedL2OptimWrapper(NormControlWrapperMixin, OptimWrapper):
             raise ValueError(
                 'epsilon-shifted L2: no weight to regularize: the model has no WN layer '
                 "(conv_cfg=dict(type='WNConv2d')), no WS layer (conv_cfg=dict(type='ConvWS'))"
-                + (' and no conv followed by BatchNorm' if cfg['bn_followed'] else
-                   ' (bn_followed=False)') + '; or set eps_shifted_l2.include')
+                + (' and no conv followed by BatchNorm' if self.bn_followed else
+                   f' ({self.key("bn_followed")}=False)') + f'; or set {self.key("include")}')
         named = {n: params[n] for n in forms}
         configured = self.take_over_weight_decay(named)
-        lam = configured if cfg['weight_decay'] is None \
-            else {n: float(cfg['weight_decay']) for n in named}
+        lam = configured if self.weight_decay is None \
+            else {n: self.weight_decay for n in named}
         self.regularizer = EpsShiftedL2(
             wn={n: p for n, p in named.items() if forms[n] == 'WN'},
             ws={n: p for n, p in named.items() if forms[n] == 'WS'},
-            weight_decay=lam, eps=cfg['eps'])
-        rows = [(n, forms[n], f'{lam[n]:g}', reasons[n]) for n in named]
-        print_log(format_selection(
-            f"epsilon-shifted L2 (eps={cfg['eps']:g}, mode={cfg['mode']}): "
-            f'{len(named)} tensors, {self.regularizer.units.num_units} units',
-            rows, ('tensor', 'form', 'lambda', 'why'), excluded), logger='current')
+            weight_decay=lam, eps=self.eps)
+        groups = {'default': named}
+        warn = table.uncontrolled_warning(
+            table.uncontrolled(model, list(named), excluded, self.decay_of()),
+            'epsilon-shifted L2', 'Give them weight decay (optim_wrapper.optimizer.'
+            'weight_decay / paramwise_cfg).')
+        self.log_table(
+            table.summary(f'epsilon-shifted L2 (eps={self.eps:g}, mode={self.mode}): '
+                          f'{self.regularizer.units.num_units} output units',
+                          groups, {'lambda': {'default': ', '.join(
+                              f'{v:g}' for v in sorted(set(lam.values())))}},
+                          excluded, model, reasons),
+            table.details(groups, reasons, excluded,
+                          {'form': forms, 'lambda': {n: f'{v:g}' for n, v in lam.items()}}))
+        for line in warn:
+            print_log(f'epsilon-shifted L2: {line}', logger='current', level=logging.WARNING)
 
-    def scale_loss(self, loss: Tensor) -> Tensor:
-        # update_params: scale_loss -> backward -> step. Adding the penalty
-        # here makes gradient accumulation scale it like the loss.
-        if self.eps_cfg['mode'] == 'loss':
-            self._start()
-            loss = loss + self.regularizer.penalty()
-        return super().scale_loss(loss)
+    def before_step(self) -> None:
+        # fused optimizers unscale inside their kernel: GradScaler hands them
+        # the scale, and our term must be in the same (scaled) units
+        scale = getattr(self.optimizer, 'grad_scale', None)
+        if self.mode == 'gradient':
+            self.regularizer.add_gradient_(scale)
+        else:
+            params = self.regularizer.units.params
+            with torch.enable_grad():
+                grads = torch.autograd.grad(self.regularizer.penalty(), params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    g = g if scale is None else g * scale
+                    if p.grad is None:
+                        p.grad = g.to(p.dtype)
+                    else:
+                        p.grad.add_(g.to(p.grad.dtype))
 
-    def step(self, **kwargs) -> None:
-        self._start()
-        if self.eps_cfg['mode'] == 'gradient':
-            self.regularizer.add_gradient_()
-        super().step(**kwargs)
-
+    def log_scalars(self, lr: float) -> Dict[str, Tensor]:
+        if self.regularizer is None:
+            return {}
+        scales = torch.cat(list(self.regularizer.scales().values()))
+        return {'unit_scale_mean': scales.mean(), 'unit_scale_min': scales.min()}

@@ -19,7 +19,7 @@ scale-invariant and is left out, with that reason in the startup table.
 """
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -198,37 +198,57 @@ def drop_zero_norm(selection: Selection) -> Selection:
     return selection
 
 
-def format_table(selection: Selection, reference_norms: Dict[str, Tensor],
-                 max_excluded: int = 20) -> str:
-    """The startup table: groups, sizes, reference norms, and what was left out."""
-    lines = ['FixNorm fixed set', f'{"group":<16}{"tensors":>9}{"params":>14}{"reference norm":>18}']
-    for g, named in selection.groups.items():
-        ref = reference_norms[g]
-        ref_s = f'{ref.item():.6g}' if ref.numel() == 1 else f'per layer ({ref.numel()})'
-        lines.append(f'{g:<16}{len(named):>9}{sum(p.numel() for p in named.values()):>14,}{ref_s:>18}')
-    lines.append('fixed tensors:')
-    for g, named in selection.groups.items():
-        for n in named:
-            lines.append(f'  [{g}] {n}  ({selection.reasons[n]})')
-    by_reason: Dict[str, List[Tuple[str, int]]] = {}
-    for n, numel, why in selection.excluded:
-        by_reason.setdefault(why, []).append((n, numel))
-    if by_reason:
-        lines.append('left out of the fixed set (biases, norm and gain parameters are never fixed):')
-        for why, items in by_reason.items():
-            shown = ', '.join(n for n, _ in items[:max_excluded])
-            more = f', ... (+{len(items) - max_excluded})' if len(items) > max_excluded else ''
-            lines.append(f'  {why}: {len(items)} tensors, '
-                         f'{sum(k for _, k in items):,} params: {shown}{more}')
-    return '\n'.join(lines)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     from mmengine.model import is_model_wrapper
     return model.module if is_model_wrapper(model) else model
 
 
-def iter_normalized_layers(model: nn.Module) -> Iterable[Tuple[str, nn.Module]]:
-    for name, m in unwrap(model).named_modules():
-        if isinstance(m, (FixNormLinear, FixNormConv2d, WNConv2d, WNLinear)):
-            yield name, m
+#: selection reasons under which a weight is scale-invariant unit by unit
+_PER_UNIT_REASONS = ('weight-normalized', 'include pattern')
+
+
+def select_unit_invariant(model: nn.Module,
+                          followed: Dict[str, Tuple[str, str, bool]],
+                          include: Sequence[str] = (),
+                          exclude: Sequence[str] = ()) -> Selection:
+    """The weights whose output units are *each* scale-invariant: what
+    epsilon-shifted L2 and WRS act on, unit by unit.
+
+    That holds for conv / linear weights followed by a normalisation per
+    channel with batch statistics (BatchNorm, SyncBN, InstanceNorm:
+    BN(W_j x) ignores ||W_j||) and for the directions of weight-normalised
+    layers. A GroupNorm / LayerNorm after a conv makes only the whole group
+    scale-free, and FixNorm-FC / FixNorm-Conv divide by the norm of the whole
+    tensor: those are left out, with the reason. Built on
+    :func:`select_fixed_params` (same patterns, same tracer output); one
+    group, ``'default'``.
+    """
+    sel = select_fixed_params(model, followed, include=include, exclude=exclude)
+    modules = dict(model.named_modules())
+    chosen: Dict[str, nn.Parameter] = {}
+    reasons: Dict[str, str] = {}
+    excluded = list(sel.excluded)
+    for named in sel.groups.values():
+        for name, param in named.items():
+            why = sel.reasons[name]
+            layer = name.rpartition('.')[0]
+            if why == 'FixNorm layer':
+                excluded.append((name, param.numel(), 'FixNorm layer: scale-invariant as '
+                                 'a whole tensor, not per output unit'))
+                continue
+            if why.startswith('followed by'):
+                norm = modules.get(followed[layer][0])
+                if not isinstance(norm, _NormBase):
+                    excluded.append((name, param.numel(), f'{why}: normalises groups of '
+                                     'channels, not each unit'))
+                    continue
+            elif why not in _PER_UNIT_REASONS:
+                excluded.append((name, param.numel(), why))
+                continue
+            if param.dim() < 2:
+                raise ValueError(f'{name} has shape {tuple(param.shape)}: per-unit methods '
+                                 'act on weight vectors (2-D or more); fix the `include` pattern')
+            chosen[name] = param
+            reasons[name] = why
+    return Selection(groups={'default': chosen} if chosen else {}, reasons=reasons,
+                     excluded=excluded)

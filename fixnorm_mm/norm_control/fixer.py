@@ -54,7 +54,7 @@ class NormFixer:
             raise ValueError('NormFixer: no group to fix (the fixed set is empty)')
         if reference_norms is None:
             reference_norms = self.norms()
-        self.reference_norms = self._checked_references(reference_norms)
+        self.reference_norms = self.checked_references(reference_norms)
 
     @torch.no_grad()
     def norms(self) -> Dict[str, Tensor]:
@@ -90,21 +90,29 @@ class NormFixer:
         return before
 
     def state_dict(self) -> dict:
+        """Names, shapes, dtypes and reference norm of every group: enough to
+        tell, on resume, whether a model fixes the same tensors."""
         return dict(per_layer=self.per_layer,
                     groups={g: dict(params=list(self.names[g]),
+                                    shapes=[list(p.shape) for p in self.params[g]],
+                                    dtypes=[str(p.dtype).replace('torch.', '')
+                                            for p in self.params[g]],
                                     reference_norm=self.reference_norms[g].detach().cpu())
                             for g in self.names})
 
     @staticmethod
-    def check_compatible(state: dict, names: Mapping[str, List[str]],
+    def check_compatible(state: dict, params: Mapping[str, Mapping[str, Tensor]],
                          per_layer: bool) -> None:
-        """Raise if ``state`` (a fixer ``state_dict``) fixed other tensors."""
-        saved = {g: list(v['params']) for g, v in state['groups'].items()}
+        """Raise if ``state`` (a fixer ``state_dict``) fixed other tensors than
+        ``params`` (group -> {name: tensor}): other names, shapes or dtypes.
+        States written before shapes were saved are checked by name only."""
         if bool(state.get('per_layer', False)) != per_layer:
             raise ValueError(
                 f'FixNorm: the checkpoint was trained with per_layer='
                 f'{state.get("per_layer")} but the config says per_layer={per_layer}')
-        if saved != {g: list(v) for g, v in names.items()}:
+        saved = {g: list(v['params']) for g, v in state['groups'].items()}
+        names = {g: list(named) for g, named in params.items()}
+        if saved != names:
             diff = []
             for g in sorted(set(saved) | set(names)):
                 a, b = set(saved.get(g, [])), set(names.get(g, []))
@@ -115,8 +123,25 @@ class NormFixer:
                 'FixNorm: the checkpoint being resumed fixed a different set of '
                 'weights than this config selects; resuming would rescale to a '
                 'wrong reference norm. ' + '; '.join(diff or ['order differs']))
+        wrong = []
+        for g, group in state['groups'].items():
+            tensors = list(params[g].values())
+            for i, name in enumerate(group['params']):
+                p = tensors[i]
+                if 'shapes' in group and list(group['shapes'][i]) != list(p.shape):
+                    wrong.append(f'{name}: shape {tuple(group["shapes"][i])} in the checkpoint, '
+                                 f'{tuple(p.shape)} in this model')
+                elif 'dtypes' in group and group['dtypes'][i] != str(p.dtype).replace('torch.', ''):
+                    wrong.append(f'{name}: dtype {group["dtypes"][i]} in the checkpoint, '
+                                 f'{str(p.dtype).replace("torch.", "")} in this model')
+        if wrong:
+            raise ValueError(
+                'FixNorm: the checkpoint being resumed fixed tensors of other shapes or '
+                'dtypes than this model has (another model width, number of classes or '
+                'precision?); its reference norm does not apply. ' + '; '.join(wrong[:5])
+                + (f'; ... (+{len(wrong) - 5})' if len(wrong) > 5 else ''))
 
-    def _checked_references(self, refs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    def checked_references(self, refs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         out = {}
         for group, params in self.params.items():
             if group not in refs:

@@ -1,0 +1,142 @@
+"""One switch between the norm-control methods, on the same model config.
+
+The methods are the registered controllers (:data:`fixnorm_mm.registry.NORM_CONTROLLERS`):
+each names, in its ``methods`` attribute, the config fragment that selects it
+(``configs/_base_/methods/{wd,fixnorm,fixnorm_per_layer,eps_l2,wrs}.py`` for
+the built-in ones). A fragment says only what a method changes: the optim
+wrapper's ``norm_control``, the weight decay, the method's own options.
+mmengine forbids two ``_base_`` files that define the same key, and most model
+configs define ``optim_wrapper``, so a fragment is applied *over* a loaded
+config instead, the way ``--cfg-options`` is::
+
+    cfg = apply_method(Config.fromfile('fixnorm_mm::imagenet/....py'), 'wrs')
+
+What stays: the optimizer (type, lr, momentum, ...), ``paramwise_cfg``,
+``clip_grad``, ``accumulative_counts``, AMP, the schedule, the model, the data.
+What goes: the previous method's wrapper type, constructor and options
+(``norm_control`` and the legacy ``fixnorm`` / ``eps_shifted_l2`` / ``wrs``)
+and a ``FixNormHook`` / ``NormControlHook``.
+"""
+import copy
+import os.path as osp
+from typing import Dict, Union
+
+from mmengine.config import Config
+
+#: the package's configs (fixnorm_mm/.mim/configs, a link to configs/ in the repository)
+CONFIG_ROOT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs')
+
+#: optim-wrapper options that belong to one method
+_METHOD_OPTIONS = ('type', 'constructor', 'norm_control', 'fixnorm', 'eps_shifted_l2', 'wrs')
+#: hooks that implement a method (dropped when switching away from it)
+_METHOD_HOOKS = ('FixNormHook', 'NormControlHook')
+#: optim wrapper types with their AMP twin
+_AMP_TYPES = {'OptimWrapper': 'AmpOptimWrapper',
+              'FixNormOptimWrapper': 'FixNormAmpOptimWrapper'}
+
+
+def available_methods() -> Dict[str, str]:
+    """Method name -> absolute path of its fragment, from the registry."""
+    from .controller import _registered_controllers
+    out: Dict[str, str] = {}
+    for cls in _registered_controllers():
+        for name, fragment in cls.methods.items():
+            out[name] = fragment if osp.isabs(fragment) else osp.join(CONFIG_ROOT, fragment)
+    return out
+
+
+def method_label(method: str) -> str:
+    """How tables and plots call ``method`` (its controller's ``labels``)."""
+    from .controller import _registered_controllers
+    for cls in _registered_controllers():
+        if method in cls.labels:
+            return cls.labels[method]
+    return method
+
+
+def method_fragment(method: str) -> Config:
+    """The fragment of ``method`` (a registered method name or a path)."""
+    methods = available_methods()
+    if method in methods:
+        return Config.fromfile(methods[method])
+    if osp.isfile(method):
+        return Config.fromfile(method)
+    raise ValueError(f'unknown method {method!r}: use one of {sorted(methods)} (the '
+                     'registered norm-control methods) or the path of a fragment')
+
+
+def apply_method(cfg: Union[Config, dict], method: str) -> Config:
+    """A copy of ``cfg`` trained with ``method`` instead of its own one."""
+    frag = method_fragment(method)
+    out = copy.deepcopy(cfg) if isinstance(cfg, Config) else Config(copy.deepcopy(dict(cfg)))
+    old = dict(out.get('optim_wrapper', {}))
+    was_amp = 'Amp' in str(old.get('type', ''))
+    for key in _METHOD_OPTIONS:
+        old.pop(key, None)
+    new = frag.optim_wrapper.to_dict()
+    optimizer = dict(old.pop('optimizer', {}))
+    optimizer.update(new.pop('optimizer', {}))
+    old.update(new)
+    old['optimizer'] = optimizer
+    if was_amp:
+        if old['type'] not in _AMP_TYPES:
+            raise ValueError(f'{method}: the optim wrapper type {old["type"]!r} of its '
+                             'fragment has no AMP twin; train it without AMP or use '
+                             "type='OptimWrapper' with norm_control=dict(...)")
+        old['type'] = _AMP_TYPES[old['type']]
+    out.optim_wrapper = old
+
+    hooks = [h for h in out.get('custom_hooks', []) if h.get('type') not in _METHOD_HOOKS]
+    present = {h.get('type') for h in hooks}
+    hooks += [h for h in frag.get('custom_hooks', []) if h.get('type') not in present]
+    out.custom_hooks = hooks
+
+    imports = list(out.get('custom_imports', {}).get('imports', []))
+    for name in frag.get('custom_imports', {}).get('imports', []):
+        if name not in imports:
+            imports.append(name)
+    if imports:
+        out.custom_imports = dict(imports=imports, allow_failed_imports=False)
+    return out
+
+
+#: legacy method wrappers without an AMP twin -> their method and option key
+_LEGACY_NO_AMP = {'EpsShiftedL2OptimWrapper': ('EpsShiftedL2', 'eps_shifted_l2'),
+                  'WRSOptimWrapper': ('WRS', 'wrs')}
+
+
+def enable_amp(cfg: Config) -> Config:
+    """``--amp``: train ``cfg`` with mixed precision (in place).
+
+    ``OptimWrapper`` becomes ``AmpOptimWrapper`` (the norm-control method, if
+    any, stays attached), ``FixNormOptimWrapper`` its AMP twin, and the legacy
+    wrappers without one are rewritten to ``AmpOptimWrapper`` with
+    ``norm_control``. mmengine's AMP wrapper needs an accelerator: on a
+    machine without one this is refused here, by name.
+    """
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        raise ValueError('--amp: mixed precision needs a GPU (or NPU/MLU/MUSA): mmengine\'s '
+                         'AmpOptimWrapper refuses the CPU. Train without --amp here; the same '
+                         'config trains with --amp on a GPU.')
+    wrapper = cfg.optim_wrapper
+    kind = wrapper.get('type', 'OptimWrapper')
+    if kind in _LEGACY_NO_AMP:
+        method, key = _LEGACY_NO_AMP[kind]
+        wrapper['norm_control'] = dict(type=method, **(wrapper.pop(key, None) or {}))
+        wrapper['constructor'] = 'NormControlOptimWrapperConstructor'
+        kind = 'OptimWrapper'
+    wrapper['type'] = _AMP_TYPES.get(kind, kind)
+    wrapper.setdefault('loss_scale', 'dynamic')
+    return cfg
+
+
+def check_method_name(method: str) -> str:
+    """``method`` if it is a registered method or a fragment file, else a
+    clear error listing the registered ones."""
+    if method in available_methods() or osp.isfile(method):
+        return method
+    raise ValueError(f'--method {method!r}: not a registered norm-control method '
+                     f'({", ".join(sorted(available_methods()))}) nor a fragment file. A '
+                     'method of your own registers in fixnorm_mm.registry.NORM_CONTROLLERS; '
+                     'import its module with the config\'s custom_imports.')

@@ -1,0 +1,115 @@
+"""The startup table every norm-control method prints at its first step.
+
+One screen first (:func:`summary`): what the method acts on, group by group,
+and what it left out, counted by reason; a WARNING (:func:`uncontrolled_warning`)
+for trainable weights that nothing controls (neither the method nor weight
+decay), with the config key that changes it. Then the full list, one line a tensor (:func:`details`),
+which goes to DEBUG and to a file beside the log (``NormController.log_table``).
+"""
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+
+#: a tensor left out: (name, number of elements, why)
+Excluded = Tuple[str, int, str]
+
+
+def _count(items: Sequence[Tuple[str, int]]) -> str:
+    n = len(items)
+    return f'{n} tensor{"s" if n != 1 else ""}, {sum(k for _, k in items):,} params'
+
+
+def by_reason(excluded: Sequence[Excluded]) -> Dict[str, List[Tuple[str, int]]]:
+    out: Dict[str, List[Tuple[str, int]]] = {}
+    for name, numel, why in excluded:
+        out.setdefault(why, []).append((name, numel))
+    return out
+
+
+def uncontrolled(model: nn.Module, controlled: Sequence[str], excluded: Sequence[Excluded],
+                 decay: Mapping[int, float]) -> List[Tuple[str, int, str]]:
+    """Trainable weights (2-D or more) outside the controlled set whose
+    optimizer weight decay is 0: nothing bounds their norm."""
+    params = dict(model.named_parameters())
+    why = {n: w for n, _, w in excluded}
+    done = set(controlled)
+    out = []
+    for name, p in params.items():
+        if p.dim() < 2 or not p.requires_grad or name in done:
+            continue
+        if decay.get(id(p), 0.0) == 0.0 and id(p) in decay:
+            out.append((name, p.numel(), why.get(name, 'not selected')))
+    return out
+
+
+def summary(title: str, groups: Mapping[str, Mapping[str, Tensor]],
+            group_columns: Mapping[str, Mapping[str, str]],
+            excluded: Sequence[Excluded], model: nn.Module,
+            reasons: Optional[Mapping[str, str]] = None, max_names: int = 3) -> str:
+    """One screen: per group tensors / params / method columns; why the
+    tensors were chosen (``reasons``), counted; left-out tensors counted by
+    reason; parameters never controlled.
+
+    Args:
+        group_columns: column title -> (group -> text), e.g. the reference norm.
+        reasons: tensor name -> why it is controlled.
+    """
+    lines = [title]
+    header = f'  {"group":<16}{"tensors":>9}{"params":>14}'
+    header += ''.join(f'{c:>18}' for c in group_columns)
+    lines.append(header)
+    for g, named in groups.items():
+        row = f'  {g:<16}{len(named):>9}{sum(p.numel() for p in named.values()):>14,}'
+        row += ''.join(f'{vals[g]:>18}' for vals in (v for _, v in group_columns.items()))
+        lines.append(row)
+    if reasons:
+        params = dict(model.named_parameters())
+        why = by_reason([(n, params[n].numel(), reasons[n])
+                         for named in groups.values() for n in named if n in reasons])
+        lines.append('  because: ' + '; '.join(f'{w}: {_count(items)}'
+                                               for w, items in why.items()))
+    selected = {n for named in groups.values() for n in named}
+    left = by_reason(excluded)
+    listed = selected | {n for n, _, _ in excluded}
+    others = [(n, p.numel()) for n, p in model.named_parameters() if n not in listed]
+    if left or others:
+        lines.append('  left out:')
+        for why, items in left.items():
+            names = ', '.join(n for n, _ in items[:max_names])
+            more = ', ...' if len(items) > max_names else ''
+            lines.append(f'    {why}: {_count(items)} ({names}{more})')
+        if others:
+            lines.append(f'    biases, normalization and gain parameters (never controlled): '
+                         f'{_count(others)}')
+    return '\n'.join(lines)
+
+
+def details(groups: Mapping[str, Mapping[str, Tensor]], reasons: Mapping[str, str],
+            excluded: Sequence[Excluded],
+            columns: Optional[Mapping[str, Mapping[str, str]]] = None) -> str:
+    """Every tensor: ``[group] name  (why)  column=value ...``, then every
+    tensor left out, by reason."""
+    columns = dict(columns or {})
+    lines = ['controlled tensors:']
+    for g, named in groups.items():
+        for n in named:
+            extra = ''.join(f'  {c}={vals[n]}' for c, vals in columns.items() if n in vals)
+            lines.append(f'  [{g}] {n}  ({reasons[n]}){extra}')
+    left = by_reason(excluded)
+    if left:
+        lines.append('left out:')
+        for why, items in left.items():
+            lines.append(f'  {why}: {_count(items)}')
+            lines += [f'    {n}' for n, _ in items]
+    return '\n'.join(lines)
+
+
+def uncontrolled_warning(items: Sequence[Tuple[str, int, str]], method: str,
+                         remedy: str) -> List[str]:
+    """The WARNING line for :func:`uncontrolled` tensors (empty if none)."""
+    if not items:
+        return []
+    first, _, why = items[0]
+    return [f'{_count([(n, k) for n, k, _ in items])} of trainable weights are outside '
+            f'what {method} controls and get no weight decay, so nothing bounds their '
+            f'norm (e.g. {first}: {why}). {remedy}']
