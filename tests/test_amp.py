@@ -19,7 +19,7 @@ from torch import nn
 import fixnorm_mm  # noqa: F401
 from fixnorm_mm.engine import FixNormOptimWrapperConstructor
 from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
-from toy import ToyFixNormNet, runner_cfg
+from fixnorm_mm.testing.toy import ToyNet, runner_cfg
 
 DTYPES = [torch.float16, torch.bfloat16]
 
@@ -32,7 +32,7 @@ def cpu_amp(monkeypatch):
 
 
 def build(dtype, init_scale=2.0 ** 10):
-    model = ToyFixNormNet()
+    model = ToyNet()
     wrapper = FixNormOptimWrapperConstructor(dict(
         type='FixNormAmpOptimWrapper', dtype=dtype, loss_scale=dict(init_scale=init_scale),
         optimizer=dict(type='SGD', lr=0.5, momentum=0.9)))(model)

@@ -487,7 +487,7 @@ def test_tool_runs_parallel_trials_survives_a_kill_and_a_failing_trial(tmp_path)
     # into a crash (FloatingPointError), as for a real divergence
     config = tmp_path / 'toy_fault.py'
     config.write_text("_base_ = 'fixnorm_mm::toy/toy_fixnorm.py'\n"
-                      "custom_hooks = [dict(type='TuneToyFaultHook', lr_above=1.0)]\n")
+                      "custom_hooks = [dict(type='ToyNaNHook', lr_above=1.0)]\n")
     opts = scale_schedule(Config.fromfile(str(config)), 0.125)
     opts.update({'val_dataloader.dataset.num_samples': 256,
                  'default_hooks.checkpoint.interval': 10,
