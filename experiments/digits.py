@@ -2,18 +2,13 @@
 digits, a small BN ResNet, and one function that trains it with the real
 mmengine ``Runner``.
 
-Data: ``sklearn.datasets.load_digits`` (1797 real 8x8 grey-scale images of 10
-digits, shipped inside scikit-learn, no download). One fixed stratified split,
-the same for every run: 400 train / 397 val / 1000 test. The training set is
-small on purpose: in a single-seed probe with 1000 training images the methods
-reached 99.0-99.5% and the differences drowned in the noise of single test
-images. Hyper-parameters are chosen on val; test is reported.
-
-Model: a small ResNet (a stem and two basic blocks), every conv followed by
-BatchNorm (so every conv weight is scale-invariant and lands in FixNorm's fixed
-set), global average pooling, and the final classifier ``head.fc``, whose type
-is what Sec. 2.3 varies: a plain FC (Eq. 5), WN-FC (Eq. 6) or FixNorm-FC
-(Eq. 10).
+Data and model are :mod:`fixnorm_mm.testing.digits`: the digits
+(``sklearn.datasets.load_digits``, 1797 real 8x8 images) in one fixed
+stratified split, the same for every run, 400 train / 397 val / 1000 test;
+``DigitsResNet`` (a stem and two basic blocks, every conv followed by
+BatchNorm, global average pooling, the final classifier ``head.fc``), whose
+``fc_type`` is what Sec. 2.3 varies: a plain FC (Eq. 5), WN-FC (Eq. 6) or
+FixNorm-FC (Eq. 10). Hyper-parameters are chosen on val; test is reported.
 
 Optimisation: SGD with Nesterov momentum 0.9, batch 50 (8 iterations an epoch),
 linear warm-up then cosine decay to 0, no weight decay on biases and BN parameters (He et al.
@@ -32,150 +27,20 @@ import inspect
 import tempfile
 import time
 import uuid
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
-from mmengine.model import BaseModel
-from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
-from mmengine.structures import BaseDataElement
 from torch import nn
 
 import fixnorm_mm  # noqa: F401  (registers FixNormOptimWrapper, MCBRHook, layers)
 from fixnorm_mm.layers import FixNormLinear, WNLinear
+from fixnorm_mm.testing.digits import NUM_CLASSES, SPLIT_SIZES  # noqa: F401  (registers them)
 
-NUM_CLASSES = 10
-SPLIT_SIZES = dict(train=400, val=397, test=1000)
 #: run_config keys that set the scale of a run, and their smoke-test values
 #: (2 iterations on 100 images, curves and validation at every step).
 SCALE_KEYS = ('train_subset', 'eval_subset', 'batch_size', 'curve_interval', 'val_interval')
 SMOKE_SCALE = dict(train_subset=100, eval_subset=100, curve_interval=1, val_interval=1)
-
-#: The final-layer variants of Sec. 2.3 (and their config).
-FC_TYPES = {
-    'fc': lambda cin, alpha: nn.Linear(cin, NUM_CLASSES),                # Eq. 5
-    # Salimans & Kingma's WN: one g per class (core WNLinear)
-    'wn_fc': lambda cin, alpha: WNLinear(cin, NUM_CLASSES),
-    # Eq. 6 as written: whole-tensor norm and one scalar g, i.e. FixNorm-FC
-    # whose cap is never reached
-    'wn_fc_eq6': lambda cin, alpha: FixNormLinear(cin, NUM_CLASSES, alpha=1e6),
-    'fixnorm_fc': lambda cin, alpha: FixNormLinear(cin, NUM_CLASSES, alpha=alpha),  # Eq. 10
-}
-
-
-# ----------------------------------------------------------------------------- data
-_CACHE: Dict[str, tuple] = {}
-
-
-def load_split(split: str):
-    """``(images (N, 1, 8, 8) float32, standardised; labels (N,) int64)``.
-
-    The split is fixed (stratified, ``random_state=0``) so that every run of
-    every experiment sees the same images; standardisation uses train statistics.
-    """
-    if not _CACHE:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-        digits = load_digits()
-        x = digits.images.astype(np.float32) / 16.0
-        y = digits.target.astype(np.int64)
-        idx = np.arange(len(y))
-        train, rest = train_test_split(idx, train_size=SPLIT_SIZES['train'],
-                                       stratify=y, random_state=0)
-        val, test = train_test_split(rest, train_size=SPLIT_SIZES['val'],
-                                     stratify=y[rest], random_state=0)
-        mean, std = x[train].mean(), x[train].std()
-        for k, part in (('train', train), ('val', val), ('test', test)):
-            part = np.sort(part)
-            _CACHE[k] = (torch.from_numpy((x[part] - mean) / std)[:, None],
-                         torch.from_numpy(y[part]))
-    return _CACHE[split]
-
-
-@DATASETS.register_module(force=True)
-class DigitsDataset(torch.utils.data.Dataset):
-    """One split of the digits; ``subset`` keeps the first n images (smoke runs)."""
-
-    def __init__(self, split: str, subset: Optional[int] = None) -> None:
-        self.images, self.labels = load_split(split)
-        if subset is not None:
-            self.images, self.labels = self.images[:subset], self.labels[:subset]
-        self.metainfo = dict(classes=[str(i) for i in range(NUM_CLASSES)])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return dict(inputs=self.images[i],
-                    data_samples=BaseDataElement(gt_label=self.labels[i:i + 1]))
-
-
-# ----------------------------------------------------------------------------- model
-class BasicBlock(nn.Module):
-    """ResNet basic block; every conv feeds a BatchNorm directly."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                            nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class _Head(nn.Module):
-    def __init__(self, fc: nn.Module) -> None:
-        super().__init__()
-        self.fc = fc
-
-
-@MODELS.register_module(force=True)
-class DigitsResNet(BaseModel):
-    """stem 3x3 conv (8x8) -> block (8x8, w) -> block (4x4, 2w) -> GAP -> head.fc."""
-
-    def __init__(self, width: int = 16, fc_type: str = 'fc', alpha: float = 1.0,
-                 data_preprocessor=None) -> None:
-        super().__init__(data_preprocessor=data_preprocessor)
-        if fc_type not in FC_TYPES:
-            raise ValueError(f'DigitsResNet: fc_type must be one of {list(FC_TYPES)}, '
-                             f'got {fc_type!r}')
-        self.backbone = nn.Sequential(
-            nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            BasicBlock(width, width), BasicBlock(width, 2 * width, stride=2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = _Head(FC_TYPES[fc_type](2 * width, alpha))
-
-    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
-        logits = self.head.fc(self.backbone(inputs))
-        if mode == 'tensor':
-            return logits
-        labels = torch.cat([ds.gt_label for ds in data_samples])
-        if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, labels))
-        return [dict(pred=p, gt=g) for p, g in zip(logits.argmax(1), labels)]
-
-
-@METRICS.register_module(force=True)
-class DigitsAccuracy(BaseMetric):
-    """Top-1 accuracy in percent."""
-    default_prefix = ''
-
-    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        self.results += [int(d['pred'] == d['gt']) for d in data_samples]
-
-    def compute_metrics(self, results: list) -> dict:
-        return dict(accuracy=100.0 * sum(results) / max(len(results), 1))
 
 
 # ----------------------------------------------------------------------------- curves
@@ -198,12 +63,12 @@ def fc_weight_norm(fc: nn.Module) -> float:
         return float(fc.weight.norm())
 
 
-@HOOKS.register_module(force=True)
 class CurveRecorder(Hook):
     """Collects the curves of a run in ``self.curves`` (plain lists):
     the scalars that ``MCBRHook`` puts in the message hub (``train/fixnorm/*``:
     MCBR, g), ||W^Conv||, the final layer's effective norm, and the val
-    accuracy after each validation."""
+    accuracy after each validation. :func:`train_once` adds it to the
+    Runner, sampling when ``MCBRHook`` does."""
     priority = 'LOWEST'  # after MCBRHook has written this iteration's scalars
 
     def __init__(self, interval: int) -> None:
@@ -283,8 +148,8 @@ def run_config(method: str, lr: float, seed: int, fc_type: str = 'fc', alpha: fl
         train_dataloader=loader('train', True, train_subset),
         val_dataloader=loader('val', False, eval_subset),
         test_dataloader=loader('test', False, eval_subset),
-        val_evaluator=dict(type='DigitsAccuracy'),
-        test_evaluator=dict(type='DigitsAccuracy'),
+        val_evaluator=dict(type='ToyAccuracy'),
+        test_evaluator=dict(type='ToyAccuracy'),
         train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=val_interval),
         val_cfg=dict(), test_cfg=dict(),
         optim_wrapper=optim_wrapper_cfg(method, lr, wd, wd_fc),
@@ -293,8 +158,7 @@ def run_config(method: str, lr: float, seed: int, fc_type: str = 'fc', alpha: fl
             dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup_iters,
                  end=total_iters, T_max=total_iters - warmup_iters, eta_min=0.0)],
         default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=10 ** 6)),
-        custom_hooks=[dict(type='MCBRHook', interval=curve_interval, layer='head.fc'),
-                      dict(type='CurveRecorder', interval=curve_interval)],
+        custom_hooks=[dict(type='MCBRHook', interval=curve_interval, layer='head.fc')],
         randomness=dict(seed=seed),
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
         log_level='WARNING',
@@ -318,8 +182,10 @@ def train_once(spec: dict) -> dict:
         kwargs = {k: v for k, v in spec.items() if k in inspect.signature(run_config).parameters}
         cfg = run_config(**dict(kwargs, work_dir=spec.get('work_dir') or tmp))
         runner = Runner.from_cfg(Config(cfg))
+        recorder = CurveRecorder(interval=next(
+            h['interval'] for h in cfg['custom_hooks'] if h['type'] == 'MCBRHook'))
+        runner.register_hook(recorder)
         runner.train()
-        recorder = next(h for h in runner.hooks if isinstance(h, CurveRecorder))
         curves = copy.deepcopy(recorder.curves)
         val_acc = curves['val_accuracy'][-1][1] if 'val_accuracy' in curves else float('nan')
         test_acc = runner.test()['accuracy']

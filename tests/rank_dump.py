@@ -1,16 +1,15 @@
-"""Test helpers for distributed runs: every rank saves what it holds at the
-end of training; an accuracy metric for the toy model."""
+"""Test helper for distributed runs: every rank saves what it holds at the
+end of training (registered once, when this module is imported)."""
 import os.path as osp
 
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.evaluator import BaseMetric
-from mmengine.registry import HOOKS, METRICS
+from mmengine.registry import HOOKS
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class RankDumpHook(Hook):
     """After training, write ``rank{r}.pth`` into ``out_dir``: the model's
     state_dict at the start and at the end of training, the FixNorm state
@@ -44,14 +43,3 @@ class RankDumpHook(Hook):
                         wrapper=type(runner.model).__name__),
                    osp.join(self.out_dir, f'rank{get_rank()}.pth'))
 
-
-@METRICS.register_module(force=True)
-class SampleAccuracy(BaseMetric):
-    """Accuracy of ToyFixNormNet's predictions (the Evaluator hands metrics
-    the data samples as dicts); also counts the samples it saw."""
-
-    def process(self, data_batch, data_samples):
-        self.results += [float(d['pred'] == d['gt_label'][0]) for d in data_samples]
-
-    def compute_metrics(self, results):
-        return dict(accuracy=sum(results) / len(results), samples=len(results))

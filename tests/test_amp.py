@@ -24,7 +24,7 @@ import fixnorm_mm  # noqa: F401
 from fixnorm_mm.engine import (FixNormHook, FixNormOptimWrapperConstructor,
                                NormControlOptimWrapperConstructor)
 from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
-from toy import ToyFixNormNet, runner_cfg
+from fixnorm_mm.testing.toy import ToyNet, runner_cfg
 
 DTYPES = [torch.float16, torch.bfloat16]
 
@@ -40,7 +40,7 @@ ROUTES = ['constructor', 'hook', 'legacy']
 
 
 def build(dtype, init_scale=2.0 ** 10, route='constructor', **fixnorm):
-    model = ToyFixNormNet()
+    model = ToyNet()
     amp = dict(dtype=dtype, loss_scale=dict(init_scale=init_scale),
                optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
     if route == 'legacy':

@@ -29,7 +29,7 @@ from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401
 import rank_dump  # noqa: F401  (registers RankDumpHook in this process too)
-import toy  # noqa: F401
+import fixnorm_mm.testing.toy  # noqa: F401
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS = osp.dirname(osp.abspath(__file__))
@@ -115,17 +115,18 @@ def check_equivalent(dist_dir: str, single: dict, rtol: float, atol: float) -> N
 
 
 TOY_CONFIG = """
-custom_imports = dict(imports=['toy', 'rank_dump'], allow_failed_imports=False)
-model = dict(type='ToyFixNormNet')
+custom_imports = dict(imports=['fixnorm_mm.testing.toy', 'rank_dump'],
+                      allow_failed_imports=False)
+model = dict(type='ToyNet')
 train_dataloader = dict(dataset=dict(type='ToyDataset'), batch_size=2, num_workers=0,
                         sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
                         collate_fn=dict(type='pseudo_collate'))
 train_cfg = dict(by_epoch=False, max_iters=3, val_interval=1000)
-test_dataloader = dict(dataset=dict(type='ToyDataset', size=10, seed=1), batch_size=2,
+test_dataloader = dict(dataset=dict(type='ToyDataset', num_samples=10, seed=1), batch_size=2,
                        num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
                        collate_fn=dict(type='pseudo_collate'))
 test_cfg = dict(type='TestLoop')
-test_evaluator = dict(type='SampleAccuracy')
+test_evaluator = dict(type='ToyAccuracy', count_samples=True)
 optim_wrapper = dict(type='FixNormOptimWrapper', constructor='FixNormOptimWrapperConstructor',
                      optimizer=dict(type='SGD', lr=0.5, momentum=0.9, nesterov=True))
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),

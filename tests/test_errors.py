@@ -9,7 +9,7 @@ import torch
 from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401
-from toy import runner_cfg  # noqa: F401  (registers the toy model/dataset)
+from fixnorm_mm.testing.toy import runner_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -40,7 +40,7 @@ def converted(model, **kw):
 
 @pytest.mark.parametrize('alpha', [0, -1.0, float('nan'), float('inf'), True, '1'])
 def test_alpha_is_refused_when_the_model_is_built(tmp_path, alpha):
-    cfg = runner_cfg(tmp_path, model=dict(type='ToyFixNormNet', alpha=alpha))
+    cfg = runner_cfg(tmp_path, model=dict(type='ToyNet', alpha=alpha))
     with pytest.raises(ValueError, match=r"alpha must be a positive finite number.*"
                                          rf"alpha={alpha!r}".replace('(', r'\(')
                        .replace(')', r'\)')):
@@ -48,7 +48,7 @@ def test_alpha_is_refused_when_the_model_is_built(tmp_path, alpha):
 
 
 def test_alpha_is_refused_by_fixnorm_model_before_building(tmp_path):
-    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyNet', fc_type='fc'),
                                                final_layer='head', alpha=0.0))
     with pytest.raises(ValueError, match='alpha=0.0'):
         Runner.from_cfg(cfg)
@@ -57,22 +57,22 @@ def test_alpha_is_refused_by_fixnorm_model_before_building(tmp_path):
 # ---- a layer name that does not exist ------------------------------------------
 
 def test_final_layer_that_does_not_exist(tmp_path):
-    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyNet', fc_type='fc'),
                                                final_layer='haed'))
     with pytest.raises(ValueError, match=r"final_layer='haed' is not a module of "
-                                         r"ToyFixNormNet\. Did you mean \['head'\]"):
+                                         r"ToyNet\. Did you mean \['head'\]"):
         Runner.from_cfg(cfg)
 
 
 def test_final_layer_that_is_not_a_conv_or_linear(tmp_path):
-    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyNet', fc_type='fc'),
                                                final_layer='backbone.1'))
     with pytest.raises(ValueError, match=r"final_layer='backbone.1' is a BatchNorm2d"):
         Runner.from_cfg(cfg)
 
 
 def test_final_layer_is_required(tmp_path):
-    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet')))
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyNet')))
     with pytest.raises(ValueError, match='final_layer is required'):
         Runner.from_cfg(cfg)
     cfg = runner_cfg(tmp_path, model=dict(type='FixNormModel', final_layer='head'))
@@ -81,7 +81,7 @@ def test_final_layer_is_required(tmp_path):
 
 
 def test_weight_norm_pattern_that_matches_nothing(tmp_path):
-    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyFixNormNet', fixnorm_fc=False),
+    cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyNet', fc_type='fc'),
                                                final_layer='head', weight_norm=['neck.*']))
     with pytest.raises(ValueError, match=r"weight_norm pattern 'neck\.\*' matches no"):
         Runner.from_cfg(cfg)
@@ -136,7 +136,7 @@ def test_weight_decay_on_a_fixnorm_layer_is_refused_before_training(tmp_path):
 
 
 def test_weight_decay_on_a_bn_followed_conv_is_refused_at_the_first_step(tmp_path):
-    cfg = runner_cfg(tmp_path, model=dict(type='ToyFixNormNet', fixnorm_fc=False))
+    cfg = runner_cfg(tmp_path, model=dict(type='ToyNet', fc_type='fc'))
     cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
     runner = initialised(cfg)
     before = weights(runner)
@@ -148,7 +148,7 @@ def test_weight_decay_on_a_bn_followed_conv_is_refused_at_the_first_step(tmp_pat
 
 
 def test_decay_mult_zero_on_fixed_weights_is_accepted(tmp_path):
-    cfg = runner_cfg(tmp_path, max_iters=1, model=dict(type='ToyFixNormNet', fixnorm_fc=False))
+    cfg = runner_cfg(tmp_path, max_iters=1, model=dict(type='ToyNet', fc_type='fc'))
     cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
     cfg['optim_wrapper']['paramwise_cfg'] = dict(custom_keys={
         'backbone.0.weight': dict(decay_mult=0), 'backbone.3.weight': dict(decay_mult=0)})
@@ -172,8 +172,8 @@ def test_diverged_step_stops_training(tmp_path):
 # ---- resume from a checkpoint of another fixed set ---------------------------------------
 
 TOY_CONFIG = """
-custom_imports = dict(imports=['toy'], allow_failed_imports=False)
-model = dict(type='ToyFixNormNet')
+custom_imports = dict(imports=['fixnorm_mm.testing.toy'], allow_failed_imports=False)
+model = dict(type='ToyNet')
 train_dataloader = dict(dataset=dict(type='ToyDataset'), batch_size=4, num_workers=0,
                         sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
                         collate_fn=dict(type='pseudo_collate'))

@@ -21,6 +21,8 @@ import digits  # noqa: E402
 import final_layer  # noqa: E402
 import lr_alpha  # noqa: E402
 
+from fixnorm_mm.testing.digits import SPLIT_SIZES, DigitsResNet, load_split  # noqa: E402
+
 CONVS = ['backbone.0.weight', 'backbone.3.conv1.weight', 'backbone.3.conv2.weight',
          'backbone.4.conv1.weight', 'backbone.4.conv2.weight', 'backbone.4.downsample.0.weight']
 
@@ -32,21 +34,32 @@ def _values(run, key):
 def test_digits_split_is_real_fixed_and_stratified():
     sizes = {}
     for split in ('train', 'val', 'test'):
-        x, y = digits.load_split(split)
+        x, y = load_split(split)
         assert x.shape == (len(y), 1, 8, 8) and x.dtype == torch.float32
         assert torch.bincount(y, minlength=10).min() >= 0.09 * len(y)  # stratified
         sizes[split] = len(y)
-    assert sizes == digits.SPLIT_SIZES and sum(sizes.values()) == 1797  # all of load_digits
-    train, test = digits.load_split('train')[0], digits.load_split('test')[0]
+    assert sizes == SPLIT_SIZES and sum(sizes.values()) == 1797  # all of load_digits
+    train, test = load_split('train')[0], load_split('test')[0]
     assert abs(float(train.mean())) < 1e-5 and abs(float(train.std()) - 1) < 1e-3
     # no image is in two splits
     flat = {tuple(v.tolist()) for v in train.flatten(1)}
     assert not any(tuple(v.tolist()) in flat for v in test.flatten(1)[:200])
 
 
+def test_digits_class_fraction_split_of_the_compare_tool():
+    """tools/compare_methods.py's split: a quarter of every class held out for val."""
+    (xt, yt), (xv, yv) = load_split('train', 'class_fraction'), load_split('val', 'class_fraction')
+    assert len(yt) + len(yv) == 1797
+    per_class = torch.bincount(torch.cat([yt, yv]), minlength=10)
+    assert torch.equal(torch.bincount(yv, minlength=10), (0.25 * per_class.double()).round().long())
+    assert abs(float(xt.mean())) < 1e-5 and abs(float(xt.std()) - 1) < 1e-3  # train statistics
+    flat = {tuple(v.tolist()) for v in xt.flatten(1)}
+    assert not any(tuple(v.tolist()) in flat for v in xv.flatten(1))  # disjoint
+
+
 def test_weight_decay_lands_only_where_each_method_says():
     from mmengine.optim import build_optim_wrapper
-    model = digits.DigitsResNet()
+    model = DigitsResNet()
     names = {id(p): n for n, p in model.named_parameters()}
 
     def decayed(method):

@@ -25,7 +25,7 @@ import fixnorm_mm  # noqa: F401
 from fixnorm_mm.layers import WNConv2d
 from fixnorm_mm.norm_control import (EpsShiftedL2, WeightRescaler, apply_method,
                                      available_methods, ws_layer_types)
-from toy import runner_cfg  # noqa: F401  (registers the toy model/dataset)
+from fixnorm_mm.testing.toy import runner_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: the registered methods, baseline first
@@ -119,7 +119,7 @@ def test_eps_l2_gradient_is_eq28_for_ws_weights():
                                lam * conv.weight.detach(), rtol=1e-5, atol=1e-8)
 
 
-@MODELS.register_module(force=True)
+@MODELS.register_module()
 class MixedNormNet(BaseModel):
     """One layer of every kind the methods tell apart."""
 
@@ -209,7 +209,7 @@ def test_eps_l2_refuses_a_shared_param_group_with_weight_decay():
 
 
 # ---------------------------------------------------------------- WRS
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class UnitNormRecorder(Hook):
     priority = 'LOWEST'  # after the optimizer step and the rescale
 
@@ -392,7 +392,7 @@ def imagenet_toy(tmp_path_factory):
     return make_imagenet_dataset(str(tmp_path_factory.mktemp('imagenet')))
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class InitialWeights(Hook):
     """The weights the first step starts from (after the Runner's init_weights)."""
 

@@ -266,13 +266,13 @@ def test_a_new_method_is_one_file_one_decorator_and_one_fragment(tmp_path, monke
     from mmengine.runner import Runner
 
     from fixnorm_mm.norm_control import apply_method, available_methods
-    from toy import runner_cfg
+    from fixnorm_mm.testing.toy import runner_cfg
     (tmp_path / 'throwaway_method.py').write_text(THROWAWAY)
     (tmp_path / 'throwaway_method_fragment.py').write_text(FRAGMENT)
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg_file = tmp_path / 'cfg.py'
     Config(dict(runner_cfg(tmp_path / 'work', max_iters=2),
-                custom_imports=dict(imports=['toy', 'throwaway_method']))).dump(str(cfg_file))
+                custom_imports=dict(imports=['fixnorm_mm.testing.toy', 'throwaway_method']))).dump(str(cfg_file))
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
     spec = importlib.util.spec_from_file_location('train_tool', osp.join(root, 'tools', 'train.py'))
     tool = importlib.util.module_from_spec(spec)

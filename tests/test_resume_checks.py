@@ -8,7 +8,7 @@ import torch
 from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401
-from toy import runner_cfg  # noqa: F401  (registers the toy model/dataset)
+from fixnorm_mm.testing.toy import runner_cfg
 
 SGD = dict(type='SGD', lr=0.5, momentum=0.9, nesterov=True)
 
@@ -42,7 +42,7 @@ def test_resume_into_another_width_is_refused_by_shape(tmp_path, route):
     cfg['optim_wrapper'] = dict(cfg['optim_wrapper'], optimizer=dict(type='SGD', lr=0.5))
     with pytest.raises(ValueError, match=r'other shapes.*backbone\.0\.weight: shape '
                                          r'\(8, 3, 3, 3\) in the checkpoint, \(16, 3, 3, 3\)'):
-        resume(tmp_path, ckpt, model=dict(type='ToyFixNormNet', width=16), **cfg)
+        resume(tmp_path, ckpt, model=dict(type='ToyNet', channels=(16, 16)), **cfg)
 
 
 def test_resume_into_another_number_of_classes_is_refused_before_sgd_fails(tmp_path):
@@ -50,7 +50,7 @@ def test_resume_into_another_number_of_classes_is_refused_before_sgd_fails(tmp_p
     with pytest.raises(ValueError, match=r'head\.weight: shape \(4, 8\) in the checkpoint, '
                                          r'\(6, 8\) in this model'):
         resume(tmp_path, ckpt, optim_wrapper=new_style(),
-               model=dict(type='ToyFixNormNet', num_classes=6))
+               model=dict(type='ToyNet', num_classes=6))
 
 
 def test_resumed_weights_must_have_the_saved_reference_norm(tmp_path):
@@ -66,10 +66,10 @@ def test_resumed_weights_must_have_the_saved_reference_norm(tmp_path):
 @pytest.mark.parametrize('route', ['wrapper', 'hook'])
 def test_plain_checkpoint_into_fixnorm_is_an_explicit_choice(tmp_path, route):
     ckpt = first_run(tmp_path / 'plain', optim_wrapper=PLAIN,
-                     model=dict(type='ToyFixNormNet', fixnorm_fc=False))
-    cfg = dict(optim_wrapper=new_style(), model=dict(type='ToyFixNormNet', fixnorm_fc=False)) \
+                     model=dict(type='ToyNet', fc_type='fc'))
+    cfg = dict(optim_wrapper=new_style(), model=dict(type='ToyNet', fc_type='fc')) \
         if route == 'wrapper' else dict(optim_wrapper=PLAIN, custom_hooks=HOOK,
-                                        model=dict(type='ToyFixNormNet', fixnorm_fc=False))
+                                        model=dict(type='ToyNet', fc_type='fc'))
     with pytest.raises(ValueError, match=r"trained without norm control.*"
                                          r"on_method_change='restart'"):
         resume(tmp_path / 'plain', ckpt, **cfg)

@@ -7,7 +7,7 @@ import torch
 from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401
-from toy import runner_cfg  # noqa: F401  (registers the toy model/dataset)
+from fixnorm_mm.testing.toy import runner_cfg
 
 
 def final_state(runner):

@@ -22,7 +22,8 @@ from mmengine.config import Config
 
 from fixnorm_mm.tuning import (PAPER_LR_RANGES, BOWDTune, FixNormTune, TrainingLauncher,
                                TrialFailed, TrialOutcome, TrialStore, default_storage, find_key,
-                               load_result, lr_probes, read_metric, scale_schedule, trial_key)
+                               load_result, lr_probes, read_metric, rescale_scheduler,
+                               scale_schedule, trial_key)
 from fixnorm_mm.tuning.launcher import format_option, training_divergence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -350,6 +351,43 @@ def test_scale_schedule_keeps_fractional_epochs_where_mmengine_converts_them():
         scale_schedule(dict(train_cfg=dict(val_interval=1)), 0.5)
 
 
+def test_one_rescaler_for_budgets_and_shrinkers():
+    """FixNorm-tune's budgets (scale_schedule: flat options, the schedulers' own
+    units) and the test shrinkers (rescaled_schedulers: a copy in iterations)
+    share rescale_scheduler: the same positions, the same total decay."""
+    from fixnorm_mm.testing.common import rescaled_schedulers
+    warmup = dict(type='LinearLR', start_factor=0.25, by_epoch=True, begin=0, end=4,
+                  convert_to_iter_based=True)
+    decay = dict(type='ExponentialLR', gamma=0.97 ** (1 / 2.4), by_epoch=True, begin=0, end=350)
+    cfg = dict(train_cfg=dict(by_epoch=True, max_epochs=350), param_scheduler=[warmup, decay])
+    opts = scale_schedule(cfg, 0.2)
+    assert opts['param_scheduler.0.end'] == 0.8  # mmengine converts it to iterations exactly
+    assert opts['param_scheduler.1.end'] == 70
+    # 70 epochs of the new gamma decay as much as 350 of the old one
+    assert opts['param_scheduler.1.gamma'] ** 70 == pytest.approx(decay['gamma'] ** 350, rel=1e-9)
+    # the same schedulers moved to iterations (10 an epoch), as a shrinker does
+    w, e = rescaled_schedulers([warmup, decay], 0.2, iters_per_epoch=10)
+    assert (w['begin'], w['end'], w['by_epoch']) == (0, 8, False)
+    assert 'convert_to_iter_based' not in w and warmup['end'] == 4  # a copy
+    assert (e['begin'], e['end'], e['by_epoch']) == (0, 700, False)
+    assert e['gamma'] ** 700 == pytest.approx(decay['gamma'] ** 350, rel=1e-9)
+    # a scheduler keeps at least one unit (budgets) or two iterations (shrinkers)
+    tiny = dict(type='LinearLR', by_epoch=False, begin=0, end=3)
+    assert rescale_scheduler(tiny, 0.1) == {'begin': 0, 'end': 1}
+    assert rescale_scheduler(tiny, 0.1, iters_per_epoch=1, min_length=2) == {
+        'begin': 0, 'end': 2, 'by_epoch': False}
+    assert rescaled_schedulers(tiny, 0.1)[0]['end'] == 2
+    # lists and lengths: whole units, at least 1; an end "until the end" stays
+    steps = dict(type='MultiStepLR', by_epoch=False, begin=0, end=90000,
+                 milestones=[60000, 80000])
+    assert rescale_scheduler(steps, 0.2) == {'begin': 0, 'end': 18000,
+                                             'milestones': [12000, 16000]}
+    restart = dict(type='CosineRestartLR', by_epoch=False, periods=[3, 700], step_size=2)
+    assert rescale_scheduler(restart, 0.1) == {'step_size': 1, 'periods': [1, 70]}
+    assert rescale_scheduler(dict(type='ConstantLR', by_epoch=False, begin=10, end=int(1e9)),
+                             0.5) == {'begin': 5}
+
+
 @pytest.mark.parametrize('path,alpha_key,expected', [
     # App. D.3: 90k iterations, x0.1 at 60k and 80k, 500 warm-up iterations
     ('coco/retinanet_r50_fpn_fixnorm_90k_coco.py', 'model.bbox_head.alpha',
@@ -449,7 +487,7 @@ def test_tool_runs_parallel_trials_survives_a_kill_and_a_failing_trial(tmp_path)
     # into a crash (FloatingPointError), as for a real divergence
     config = tmp_path / 'toy_fault.py'
     config.write_text("_base_ = 'fixnorm_mm::toy/toy_fixnorm.py'\n"
-                      "custom_hooks = [dict(type='TuneToyFaultHook', lr_above=1.0)]\n")
+                      "custom_hooks = [dict(type='ToyNaNHook', lr_above=1.0)]\n")
     opts = scale_schedule(Config.fromfile(str(config)), 0.125)
     opts.update({'val_dataloader.dataset.num_samples': 256,
                  'default_hooks.checkpoint.interval': 10,

@@ -34,23 +34,17 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate  # noqa: F401  (registered collate fn)
-from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
-from mmengine.model import BaseModel
-from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
 from mmengine.runner import Runner
-from mmengine.structures import BaseDataElement
 from torch import nn
-from torch.utils.data import Dataset
 
 import fixnorm_mm  # noqa: F401  (registers the plugin)
+import fixnorm_mm.testing.digits  # noqa: F401  (registers the digits task: data, ToyNet, metric)
 from fixnorm_mm.engine import batch_labels
 from fixnorm_mm.mcbr import mcbr
 from fixnorm_mm.norm_control import apply_method, available_methods, unwrap
@@ -59,111 +53,26 @@ from fixnorm_mm.norm_control.methods import method_label
 
 
 # --------------------------------------------------------------------------- task
-@DATASETS.register_module(force=True)
-class SklearnDigits(Dataset):
-    """scikit-learn's handwritten digits (1797 8x8 grey images, 10 classes),
-    standardised, split once with a fixed seed (stratified by class).
-
-    Args:
-        split: ``'train'`` or ``'val'``.
-        val_fraction: share of every class held out for validation.
-        limit: keep only the first ``limit`` samples of the split (smoke runs).
-    """
-
-    def __init__(self, split: str = 'train', val_fraction: float = 0.25, seed: int = 0,
-                 limit: Optional[int] = None) -> None:
-        from sklearn.datasets import load_digits
-        digits = load_digits()
-        x = digits.images.astype(np.float32) / 16.0
-        y = digits.target.astype(np.int64)
-        rng = np.random.RandomState(seed)
-        val = np.zeros(len(y), bool)
-        for c in range(10):
-            idx = rng.permutation(np.flatnonzero(y == c))
-            val[idx[:int(round(val_fraction * len(idx)))]] = True
-        keep = val if split == 'val' else ~val
-        mean, std = x[~val].mean(), x[~val].std()  # training statistics only
-        self.images = torch.from_numpy((x[keep] - mean) / std)[:, None]
-        self.labels = torch.from_numpy(y[keep])
-        if limit is not None:
-            self.images, self.labels = self.images[:limit], self.labels[:limit]
-        self.metainfo = dict(classes=tuple(str(i) for i in range(10)))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return dict(inputs=self.images[i],
-                    data_samples=BaseDataElement(gt_label=self.labels[i:i + 1]))
-
-
-@MODELS.register_module(force=True)
-class DigitsCNN(BaseModel):
-    """Three conv-BN-ReLU blocks (8x8 -> 4x4 -> 2x2), global pooling, an FC.
-
-    Args:
-        conv: conv layer type: ``'Conv2d'``, or any registered conv such as
-            ``'ConvWS'`` (mmcv weight standardisation) or ``'WNConv2d'``.
-    """
-
-    def __init__(self, width: int = 16, num_classes: int = 10, conv: str = 'Conv2d') -> None:
-        super().__init__()
-
-        def conv_layer(c_in, c_out, stride):
-            if conv == 'Conv2d':
-                return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            if conv in ('ConvWS', 'ConvAWS'):
-                import mmcv.cnn  # noqa: F401  (registers mmcv's convs)
-            return MODELS.build(dict(type=conv, in_channels=c_in, out_channels=c_out,
-                                     kernel_size=3, stride=stride, padding=1, bias=False))
-
-        widths = [1, width, 2 * width, 4 * width]
-        layers = []
-        for i in range(3):
-            layers += [conv_layer(widths[i], widths[i + 1], 1 if i == 0 else 2),
-                       nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True)]
-        self.backbone = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
-        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
-        logits = self.head(self.backbone(x))
-        if mode == 'loss':
-            labels = torch.cat([d.gt_label for d in data_samples])
-            return dict(loss=F.cross_entropy(logits, labels))
-        if mode == 'predict':
-            return [BaseDataElement(pred_label=l.argmax().reshape(1), gt_label=d.gt_label)
-                    for l, d in zip(logits, data_samples)]
-        return logits
-
-
-@METRICS.register_module(force=True)
-class DigitsAccuracy(BaseMetric):
-    def process(self, data_batch, data_samples: Sequence) -> None:
-        # the evaluator hands data samples over as dicts
-        self.results += [float(d['pred_label'][0] == d['gt_label'][0]) for d in data_samples]
-
-    def compute_metrics(self, results: list) -> dict:
-        return dict(accuracy=100.0 * sum(results) / len(results))
-
-
 def digits_config(epochs: int = 20, batch_size: int = 32, lr: float = 0.1, conv: str = 'Conv2d',
                   smoke: bool = False) -> Config:
     """The comparison task as an mmengine config, trained with weight decay
     (every method then replaces the optim wrapper)."""
-    limit = dict(train=256, val=128) if smoke else dict(train=None, val=None)
+    subset = dict(train=256, val=128) if smoke else dict(train=None, val=None)
     loader = lambda split, bs, shuffle: dict(  # noqa: E731
         batch_size=bs, num_workers=0,
-        dataset=dict(type='SklearnDigits', split=split, limit=limit[split]),
+        dataset=dict(type='DigitsDataset', protocol='class_fraction', split=split,
+                     subset=subset[split]),
         sampler=dict(type='DefaultSampler', shuffle=shuffle),
         collate_fn=dict(type='pseudo_collate'))
     warmup = 1
     return Config(dict(
         default_scope=None,
-        model=dict(type='DigitsCNN', conv=conv),
+        # three conv-BN-ReLU blocks (8x8 -> 4x4 -> 2x2), global pooling, a plain FC
+        model=dict(type='ToyNet', in_channels=1, channels=(16, 32, 64), strides=(1, 2, 2),
+                   plain_conv=False, fc_type='fc', num_classes=10, conv=conv),
         train_dataloader=loader('train', batch_size, True),
         val_dataloader=loader('val', 256, False),
-        val_evaluator=dict(type='DigitsAccuracy'),
+        val_evaluator=dict(type='ToyAccuracy'),
         train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=1),
         val_cfg=dict(),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9, nesterov=True,
@@ -181,7 +90,6 @@ def digits_config(epochs: int = 20, batch_size: int = 32, lr: float = 0.1, conv:
 
 
 # --------------------------------------------------------------------------- curves
-@HOOKS.register_module(force=True)
 class MethodCurvesHook(Hook):
     """Every ``interval`` iterations: training loss, MCBR (Eq. 9) of ``layer``,
     the kernels' global norm, their mean unit norm, the final layer's norm;
@@ -259,12 +167,11 @@ def run_method(base: Config, method: str, work_dir: str, weight_decay: Optional[
         cfg.optim_wrapper.norm_control.interval = tau
     cfg.work_dir = osp.join(work_dir, method)
     cfg.experiment_name = method
-    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-        dict(type='MethodCurvesHook', interval=interval, layer=layer)]
     runner = Runner.from_cfg(cfg)
+    hook = MethodCurvesHook(interval=interval, layer=layer)
+    runner.register_hook(hook)  # after the config's own hooks, as the last custom hook
     start = time.time()
     runner.train()
-    hook = next(h for h in runner.hooks if isinstance(h, MethodCurvesHook))
     return dict(method=method, seconds=time.time() - start, curves=hook.curves,
                 weight_decay=cfg.optim_wrapper.optimizer.get('weight_decay', 0))
 

@@ -1,23 +1,26 @@
 # A FixNorm training that takes seconds on one CPU core, for tuning tests and
 # the CPU benchmark of docs/tuning.md: a small BN CNN with a FixNorm-FC
 # classifier (Eq. 10) on synthetic 8x8 digits with 20% label noise
-# (fixnorm_mm/tuning/toy.py). T_max = 320 iterations (10 epochs of 1024 images).
-custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.tuning.toy'],
+# (fixnorm_mm/testing/toy.py). T_max = 320 iterations (10 epochs of 1024 images).
+custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.testing.toy'],
                       allow_failed_imports=False)
 default_scope = None
 
-model = dict(type='TuneToyNet', num_classes=10, width=16, alpha=1.0, head='fixnorm')
+# conv-BN-ReLU x 3 (1 -> 16 -> 32 -> 32), global pooling, FixNorm-FC
+model = dict(type='ToyNet', in_channels=1, channels=(16, 32, 32), strides=(1, 2, 1),
+             plain_conv=False, num_classes=10, fc_type='fixnorm_fc', alpha=1.0)
 
 train_dataloader = dict(
     batch_size=32, num_workers=0,
-    dataset=dict(type='TuneToyDigits', num_samples=1024, split_seed=0, noise=1.0,
-                 label_noise=0.2),
+    dataset=dict(type='ToyDataset', pattern='prototypes', channels=1, num_classes=10,
+                 num_samples=1024, seed=0, noise=1.0, label_noise=0.2),
     sampler=dict(type='DefaultSampler', shuffle=True))
 val_dataloader = dict(
     batch_size=256, num_workers=0,
-    dataset=dict(type='TuneToyDigits', num_samples=1024, split_seed=1, noise=1.0),
+    dataset=dict(type='ToyDataset', pattern='prototypes', channels=1, num_classes=10,
+                 num_samples=1024, seed=1, noise=1.0),
     sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(type='TuneToyAccuracy')
+val_evaluator = dict(type='ToyAccuracy', key='accuracy/top1')  # as mmpretrain names it
 val_cfg = dict()
 
 train_cfg = dict(by_epoch=False, max_iters=320, val_interval=320)

@@ -2,7 +2,7 @@
 # SGD with weight decay (the value BO+WD tunes), no norm fixing.
 _base_ = './toy_fixnorm.py'
 
-model = dict(head='linear')
+model = dict(fc_type='fc')
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -1,8 +1,16 @@
-"""Tiny generated datasets and config shrinkers, for tests, tools and
-benchmarks that need a real OpenMMLab Runner without the real data.
+"""Tiny generated datasets, small tasks and config shrinkers, for tests, tools,
+experiments and benchmarks that need a real OpenMMLab Runner without the real
+data. Import the module you need (registration happens on import, once):
 
-One module per task, each with a generator and a shrinker of the same shape
-(import the one you need; each imports its task package lazily):
+* :mod:`fixnorm_mm.testing.toy`: the toy task (``ToyDataset``, ``ToyNet``,
+  ``ToyAccuracy``, ``ToyNaNHook``, :func:`~fixnorm_mm.testing.toy.runner_cfg`)
+  of the core tests and ``configs/toy``.
+* :mod:`fixnorm_mm.testing.digits`: scikit-learn's real digits
+  (``DigitsDataset``) and ``DigitsResNet``, for ``experiments/`` and
+  ``tools/compare_methods.py``.
+
+One module per OpenMMLab task, each with a generator and a shrinker of the
+same shape (each imports its task package lazily):
 
 * :mod:`fixnorm_mm.testing.classification`: ``make_imagenet_dataset`` (an
   ImageNet-style JPEG folder) and ``shrink_imagenet_config``.

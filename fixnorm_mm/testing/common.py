@@ -1,8 +1,8 @@
 """What every task's config shrinker does the same way: the schedule rescaled
 in time, and the runner settings of a short, deterministic CPU run."""
-import copy
-import math
 from typing import Optional
+
+from ..tuning.schedule import rescaled_scheduler
 
 
 def innermost_dataset(dataset: dict, key: str, who: str) -> dict:
@@ -29,9 +29,11 @@ def schedule_length(cfg, iters_per_epoch: int, who: str) -> float:
 
 
 def rescaled_schedulers(schedulers, factor: float, iters_per_epoch: int = 1) -> list:
-    """Each parameter scheduler moved to iterations and rescaled in time by ``factor``.
+    """Each parameter scheduler moved to iterations and rescaled in time by ``factor``
+    (:func:`fixnorm_mm.tuning.schedule.rescale_scheduler`, the arithmetic
+    FixNorm-tune's budgets use too).
 
-    ``begin``/``end``/``milestones``/``T_max``/``step_size`` are scaled and
+    ``begin``/``end``/``milestones``/``T_max``/``step_size``/... are scaled and
     rounded, every scheduler kept at least two iterations long (mmengine's
     LinearLR reaches its end factor only at its second step, so a
     one-iteration warm-up would leave the lr at ``start_factor`` for good).
@@ -40,29 +42,8 @@ def rescaled_schedulers(schedulers, factor: float, iters_per_epoch: int = 1) -> 
     """
     if schedulers is None:
         return []
-    out = []
-    for s in schedulers if isinstance(schedulers, list) else [schedulers]:
-        s = copy.deepcopy(dict(s))
-        unit = iters_per_epoch if s.pop('by_epoch', True) else 1
-        s.pop('convert_to_iter_based', None)
-        s['by_epoch'] = False
-
-        def scaled(v):
-            return int(round(v * unit * factor))
-        begin = scaled(s.get('begin', 0))
-        s['begin'] = begin
-        if s.get('end') is not None and math.isfinite(s['end']) and s['end'] < 1e8:
-            s['end'] = max(begin + 2, scaled(s['end']))
-        if 'milestones' in s:
-            s['milestones'] = [max(begin + 1, scaled(m)) for m in s['milestones']]
-        if s.get('T_max') is not None:
-            s['T_max'] = max(1, scaled(s['T_max']))
-        if 'step_size' in s:
-            s['step_size'] = max(1, scaled(s['step_size']))
-        if str(s.get('type', '')).startswith('Exponential') and 'gamma' in s:
-            s['gamma'] = float(s['gamma']) ** (1.0 / (unit * factor))
-        out.append(s)
-    return out
+    return [rescaled_scheduler(s, factor, iters_per_epoch, min_length=2)
+            for s in (schedulers if isinstance(schedulers, list) else [schedulers])]
 
 
 def short_cpu_run(cfg, work_dir: str, max_iters: int, old_len: float, seed: int,
