@@ -257,7 +257,16 @@ optim_wrapper = dict(type='OptimWrapper', constructor='NormControlOptimWrapperCo
 '''
 
 
-def test_a_new_method_is_one_file_one_decorator_and_one_fragment(tmp_path, monkeypatch):
+@pytest.fixture
+def throwaway_registry():
+    """Forget the throw-away method afterwards (later tests list the registry)."""
+    from fixnorm_mm.registry import NORM_CONTROLLERS
+    yield
+    NORM_CONTROLLERS.module_dict.pop('UnitNormForTest', None)
+
+
+def test_a_new_method_is_one_file_one_decorator_and_one_fragment(tmp_path, monkeypatch,
+                                                                   throwaway_registry):
     """docs/DEVELOPING.md's recipe: nothing else to edit for --method to offer it."""
     import importlib.util
     import os.path as osp
