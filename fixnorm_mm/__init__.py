@@ -14,19 +14,20 @@ from .fold import fold_fixnorm
 from .engine import (FixNormAmpOptimWrapper, FixNormHook, FixNormOptimWrapper,
                      FixNormOptimWrapperConstructor, MCBRHook,
                      allow_mmengine_checkpoints)
-from .launch import CPUDistributedDataParallel  # registers the CPU DDP wrapper
 from .layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from .mcbr import mcbr
 from .norm_fixing import NormFixer
 from .version import __version__
 
 # `_base_ = 'fixnorm_mm::coco/...'`: mmengine resolves `pkg::` through this map
-# and the package's `.mim/configs` folder.
-_config_utils.MODULE2PACKAGE.setdefault('fixnorm_mm', 'fixnorm_mm')
+# and the package's `.mim/configs` folder. The value names a module of the package,
+# not its distribution: mmengine then finds the folder by import (`find_spec`),
+# which is right for every kind of install, where the distribution's location is
+# site-packages even for an editable (PEP 660) install.
+_config_utils.MODULE2PACKAGE.setdefault('fixnorm_mm', 'fixnorm_mm.version')
 allow_mmengine_checkpoints()
 
 __all__ = ['FixNormLinear', 'FixNormConv2d', 'WNConv2d', 'WNLinear', 'NormFixer',
            'FixNormOptimWrapper', 'FixNormAmpOptimWrapper',
            'FixNormOptimWrapperConstructor', 'FixNormHook', 'MCBRHook', 'mcbr',
-           'convert_to_fixnorm', 'fold_fixnorm', 'CPUDistributedDataParallel',
-           '__version__']
+           'convert_to_fixnorm', 'fold_fixnorm', '__version__']
