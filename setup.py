@@ -28,7 +28,8 @@ def mim_files():
     root = osp.join(HERE, 'fixnorm_mm')
     out = ['.mim/model-index.yml'] + [f'.mim/tools/{t}' for t in MIM_TOOLS]
     for dirpath, _, files in os.walk(osp.join(root, '.mim', 'configs'), followlinks=True):
-        out += [osp.relpath(osp.join(dirpath, f), root) for f in files if f.endswith(('.py', '.yml'))]
+        out += [osp.relpath(osp.join(dirpath, f), root)
+                for f in files if f.endswith(('.py', '.yml'))]
     return out
 
 

@@ -1,5 +1,5 @@
-"""`fixnorm-tune` in a source checkout: the tool is :mod:`fixnorm_mm.tools.tune`."""
-from fixnorm_mm.tools.tune import *  # noqa: F401,F403  (its functions, for scripts and tests)
+"""`fixnorm-tune` in a source checkout: :mod:`fixnorm_mm.tools.tune`."""
+from fixnorm_mm.tools.tune import *  # noqa: F401,F403  (for scripts and tests)
 from fixnorm_mm.tools.tune import main
 
 if __name__ == '__main__':

@@ -89,7 +89,8 @@ def parse_args(argv=None):
                                 description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
-    p.add_argument('config', nargs='?', help='a provided config (coco/x.py or fixnorm_mm::coco/x.py)')
+    p.add_argument('config', nargs='?',
+                   help='a provided config (coco/x.py or fixnorm_mm::coco/x.py)')
     p.add_argument('--list', action='store_true',
                    help='list the provided configs with the paper\'s metric, lr and alpha')
     return p.parse_args(argv)

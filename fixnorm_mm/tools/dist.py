@@ -7,7 +7,8 @@ process runs the installed package's module (``torchrun -m`` /
 
     fixnorm-dist-train CONFIG NPROC_PER_NODE [train args ...]
     fixnorm-dist-test CONFIG CHECKPOINT NPROC_PER_NODE [test args ...]
-    [GPUS=8] [GPUS_PER_NODE=8] fixnorm-slurm-train PARTITION JOB_NAME CONFIG WORK_DIR [train args ...]
+    [GPUS=8] [GPUS_PER_NODE=8] fixnorm-slurm-train PARTITION JOB_NAME CONFIG WORK_DIR \\
+        [train args ...]
 
 torchrun: multi-node with ``NNODES``, ``NODE_RANK``, ``MASTER_ADDR`` and
 ``PORT`` on every node. srun: ``GPUS`` tasks, ``GPUS_PER_NODE`` GPUs per node
