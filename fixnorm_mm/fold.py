@@ -157,7 +157,9 @@ def fold_checkpoint(config, checkpoint: str, out: str, plain_config=None,
     from mmengine.runner import load_checkpoint
 
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', None))
+    # `default_scope = None` (mmengine's root registries) has no scope to enter
+    if cfg.get('default_scope', None) is not None:
+        init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                            revise_keys=[(r'^module\.', '')])
@@ -172,7 +174,8 @@ def fold_checkpoint(config, checkpoint: str, out: str, plain_config=None,
     if plain_config is not None:
         plain_cfg = plain_config if isinstance(plain_config, Config) \
             else Config.fromfile(plain_config)
-        init_default_scope(plain_cfg.get('default_scope', None))
+        if plain_cfg.get('default_scope', None) is not None:
+            init_default_scope(plain_cfg.default_scope)
         plain_model = MODELS.build(plain_cfg.model)
     else:
         derived = plain_model_cfg(cfg.model)

@@ -44,5 +44,8 @@ PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMENGINE_PARAM_SCHEDUL
                             scope='fixnorm_mm', locations=_LOCATIONS)
 
 # `_base_ = 'fixnorm_mm::...'`: mmengine resolves `pkg::` through this table
-# and the package's `.mim/configs` folder.
-_config_utils.MODULE2PACKAGE.setdefault('fixnorm_mm', 'fixnorm_mm')
+# and the package's `.mim/configs` folder. The value names a module of the
+# package, not its distribution: mmengine then finds the folder by import
+# (`find_spec`), which is right for every kind of install (for an editable,
+# PEP 660 install the distribution's location is site-packages).
+_config_utils.MODULE2PACKAGE.setdefault('fixnorm_mm', 'fixnorm_mm.version')

@@ -114,3 +114,28 @@ def test_atomic_hook_keeps_max_keep_ckpts_and_upstream_contents(tmp_path):
     assert state['meta']['iter'] == 6 and 'fixnorm' in state['optimizer']
     assert isinstance(next(h for h in runner.hooks if 'Checkpoint' in type(h).__name__),
                       AtomicCheckpointHook)
+
+
+def test_train_tool_saves_atomically_and_resumes_the_newest_complete_checkpoint(tmp_path,
+                                                                                capsys):
+    """`fixnorm-train --resume` after a kill that emptied last_checkpoint."""
+    from mmengine.config import Config
+
+    from fixnorm_mm.tools.train import main
+    cfg = Config(runner_cfg(tmp_path / 'work', max_iters=2, default_hooks=dict(
+        checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+        logger=dict(type='LoggerHook', interval=1))))
+    cfg.custom_imports = dict(imports=['fixnorm_mm.testing.toy'])
+    path = str(tmp_path / 'cfg.py')
+    cfg.dump(path)
+    main([path])
+    assert not [f for f in os.listdir(tmp_path / 'work') if f.endswith('.tmp')]
+    open(tmp_path / 'work' / 'last_checkpoint', 'w').close()  # killed while recording
+    main([path, '--resume', '--cfg-options', 'train_cfg.max_iters=4'])
+    out = capsys.readouterr().out
+    assert 'last_checkpoint is empty; took the newest complete checkpoint' in out
+    assert osp.exists(tmp_path / 'work' / 'iter_4.pth')
+    with open(tmp_path / 'work' / 'iter_4.pth', 'r+b') as f:
+        f.truncate(1000)
+    with pytest.raises(ValueError, match=r"--resume '.*iter_4\.pth' cannot be loaded"):
+        main([path, '--resume', str(tmp_path / 'work' / 'iter_4.pth')])

@@ -426,24 +426,35 @@ def test_trial_commands_for_gpus_processes_and_slurm(monkeypatch, tmp_path):
     assert slots == [['0', '1'], ['2', '3']]
     argv, env = launcher.command(str(tmp_path), {'optim_wrapper.optimizer.lr': 0.5},
                                  resume=True, gpus=slots[1])
-    assert argv[:2] == ['bash', osp.join(ROOT, 'tools', 'dist_train.sh')]
-    assert argv[2:4] == [launcher.config, '2'] and env['CUDA_VISIBLE_DEVICES'] == '2,3'
+    # torchrun runs the installed package's module, not a file of a source tree
+    assert argv[:3] == [sys.executable, '-m', 'torch.distributed.run']
+    assert '--nproc_per_node=2' in argv and env['CUDA_VISIBLE_DEVICES'] == '2,3'
+    i = argv.index('-m', 3)
+    assert argv[i + 1:i + 3] == ['fixnorm_mm.tools.train', launcher.config]
+    assert argv[i + 3:i + 7] == ['--work-dir', str(tmp_path), '--launcher', 'pytorch']
     assert argv[-3:] == ['--cfg-options', 'optim_wrapper.optimizer.lr=0.5', '--resume']
-    assert int(env['PORT']) > 0
+    assert int(next(a for a in argv if a.startswith('--master_port=')).split('=')[1]) > 0
+    assert not any('tools/' in a or a.endswith(('.py', '.sh')) for a in argv
+                   if a != launcher.config)
     with pytest.raises(ValueError, match='shows 4 GPU'):
         TrainingLauncher(TOY, gpus_per_trial=8)
     slurm = TrainingLauncher(TOY, launcher='slurm', partition='gpu', gpus_per_trial=16,
                              parallel=3, srun_args='--quotatype=auto')
     argv, env = slurm.command('/w/t1', {'model.alpha': 2.0}, resume=False, gpus=None)
-    assert argv[1].endswith('slurm_train.sh') and argv[2:6] == ['gpu', 'tune-t1',
-                                                                 slurm.config, '/w/t1']
-    assert (env['GPUS'], env['GPUS_PER_NODE'], env['SRUN_ARGS']) == ('16', '8', '--quotatype=auto')
+    assert argv[:4] == ['srun', '-p', 'gpu', '--job-name=tune-t1']
+    assert {'--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+            '--quotatype=auto'} <= set(argv)
+    i = argv.index(sys.executable)
+    assert argv[i:] == [sys.executable, '-u', '-m', 'fixnorm_mm.tools.train', slurm.config,
+                        '--work-dir=/w/t1', '--launcher=slurm', '--cfg-options',
+                        'model.alpha=2.0']
     assert slurm.parallel == 3
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
     cpu = TrainingLauncher(TOY, parallel=2, cfg_options={'train_cfg.max_iters': 64})
     argv, env = cpu.command('/w', {'train_cfg.max_iters': 32}, resume=False,
                             gpus=cpu._slots.get())
-    assert argv[1].endswith('train.py') and cpu.gpus_per_trial == 0
+    assert argv[:5] == [sys.executable, '-m', 'fixnorm_mm.tools.train', cpu.config, '--work-dir']
+    assert cpu.gpus_per_trial == 0
     assert argv[-2:] == ['--cfg-options', 'train_cfg.max_iters=32']  # the trial's value wins
     # the user's overrides shape the schedule a budget shrinks
     assert cpu.schedule_options(0.5)['train_cfg.max_iters'] == 32

@@ -1,24 +1,8 @@
 #!/usr/bin/env bash
-# Distributed evaluation with torchrun, OpenMMLab style:
+# Distributed evaluation with torchrun, OpenMMLab style (installed: fixnorm-dist-test):
 #   tools/dist_test.sh CONFIG CHECKPOINT NPROC_PER_NODE [test.py args ...]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$(dirname "$0")/test.py" \
-    "$CONFIG" \
-    "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+# Every process runs `python -m fixnorm_mm.tools.test` (fixnorm_mm/tools/dist.py).
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ -d "$ROOT/fixnorm_mm" ]; then export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"; fi
+exec "${PYTHON:-python}" -m fixnorm_mm.tools.dist test "$@"

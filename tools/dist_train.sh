@@ -1,23 +1,10 @@
 #!/usr/bin/env bash
-# Distributed training with torchrun, OpenMMLab style:
+# Distributed training with torchrun, OpenMMLab style (installed: fixnorm-dist-train):
 #   tools/dist_train.sh CONFIG NPROC_PER_NODE [train.py args ...]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
-# Without a GPU the processes use gloo (see fixnorm_mm/launch.py).
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$(dirname "$0")/train.py" \
-    "$CONFIG" \
-    --launcher pytorch "${@:3}"
+# Without a GPU the processes use gloo (see fixnorm_mm/engine/launch.py).
+# Every process runs `python -m fixnorm_mm.tools.train` (fixnorm_mm/tools/dist.py).
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# in a source checkout, its fixnorm_mm comes first (as for tools/train.py with PYTHONPATH)
+if [ -d "$ROOT/fixnorm_mm" ]; then export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"; fi
+exec "${PYTHON:-python}" -m fixnorm_mm.tools.dist train "$@"

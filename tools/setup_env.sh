@@ -35,5 +35,12 @@ pip_install "$MMCV_WHEEL"
 
 # 3. The OpenMMLab task packages and the rest, then this package (editable).
 pip_install -r "$HERE/requirements.txt"
+# openmim (`mim train fixnorm_mm ...`, tested) without its dependencies: through
+# opendatalab/openxlab they would downgrade numpy (to 2.x), setuptools and requests.
+# What mim's train/test/search need (click, requests, rich, tabulate, pandas,
+# model-index) comes from requirements.txt and the stack.
+pip_install --no-deps 'openmim==0.3.9'
+# the distribution was called openmmlab-fixnorm before it took the import name
+"$PY" -m pip uninstall --disable-pip-version-check -q -y openmmlab-fixnorm 2>/dev/null || true
 pip_install --no-build-isolation --no-deps -e "$HERE"
 "$PY" -c "import mmcv.ops, mmdet, mmseg, mmpretrain, fixnorm_mm; print('fixnorm_mm environment ready: mmcv', mmcv.__version__)"

@@ -1,8 +1,10 @@
-"""Runs one trial as a real training: ``tools/train.py CONFIG --cfg-options ...``.
+"""Runs one trial as a real training: ``python -m fixnorm_mm.tools.train CONFIG --cfg-options ...``.
 
-A trial is a subprocess (``tools/train.py``; ``tools/dist_train.sh`` for
-several processes per trial; ``tools/slurm_train.sh``, i.e. ``srun``, on a
-Slurm cluster) with the trial's lr/alpha/weight decay and its shortened
+A trial is a subprocess of the installed package's training tool
+(``python -m fixnorm_mm.tools.train``; ``torchrun -m fixnorm_mm.tools.train``
+for several processes per trial; ``srun python -m fixnorm_mm.tools.train`` on
+a Slurm cluster: :mod:`fixnorm_mm.tools.dist`), never a path into a source
+tree, with the trial's lr/alpha/weight decay and its shortened
 schedule (:func:`~fixnorm_mm.tuning.schedule.scale_schedule`) as
 ``--cfg-options``, its own work_dir and a ``trial.log`` that holds everything
 it printed. Its metric is the last value of the metric the run itself logged
@@ -27,14 +29,16 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..tools.dist import srun_command, torchrun_command
 from .schedule import scale_schedule
 from .trial import TrialFailed, TrialOutcome
 
 #: Metrics that OpenMMLab tasks log at evaluation, by preference (mmpretrain,
 #: mmdet, mmseg); ``--metric`` names any other.
 KNOWN_METRICS = ('accuracy/top1', 'coco/bbox_mAP', 'mIoU')
-#: Where the repository keeps its training entry points.
-TOOLS_DIR = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', 'tools'))
+#: The module every trial runs (``python -m``, same interpreter and environment
+#: as the sweep, so the same ``fixnorm_mm``): the package's training tool.
+TRAIN_MODULE = 'fixnorm_mm.tools.train'
 
 
 def format_option(value: Any) -> str:
@@ -173,6 +177,8 @@ class TrainingLauncher:
         parallel: trials at once; default: GPUs // gpus_per_trial, 1 on CPU.
         partition, gpus_per_node, cpus_per_task, srun_args: Slurm settings.
         python: the interpreter of the trials.
+        train_module: the module a trial runs with ``python -m`` (its command
+            line is :mod:`fixnorm_mm.tools.train`'s).
     """
 
     def __init__(self, config: str, metric: Optional[str] = None,
@@ -180,7 +186,7 @@ class TrainingLauncher:
                  gpus_per_trial: Optional[int] = None, procs_per_trial: int = 1,
                  parallel: Optional[int] = None, partition: Optional[str] = None,
                  gpus_per_node: int = 8, cpus_per_task: int = 5, srun_args: str = '',
-                 python: str = sys.executable, tools_dir: str = TOOLS_DIR) -> None:
+                 python: str = sys.executable, train_module: str = TRAIN_MODULE) -> None:
         from mmengine.config import Config
         if launcher not in ('none', 'slurm'):
             raise ValueError(f"launcher must be 'none' or 'slurm', got {launcher!r}")
@@ -190,7 +196,7 @@ class TrainingLauncher:
         if self.cfg_options:
             self.cfg.merge_from_dict(self.cfg_options)
         self.metric, self.launcher, self.python = metric, launcher, python
-        self.tools_dir = tools_dir
+        self.train_module = train_module
         self.partition, self.gpus_per_node = partition, gpus_per_node
         self.cpus_per_task, self.srun_args = cpus_per_task, srun_args
         if launcher == 'slurm' and not partition:
@@ -226,7 +232,7 @@ class TrainingLauncher:
     def command(self, work_dir: str, options: Dict[str, Any], resume: bool,
                 gpus: Optional[Sequence[str]]) -> Tuple[List[str], Dict[str, str]]:
         """argv and environment of one trial."""
-        env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHON=self.python)
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
         # the sweep's own overrides first, the trial's (schedule, lr, alpha) last
         options = dict(self.cfg_options, **options)
         args = ['--cfg-options'] + [f'{k}={format_option(v)}' for k, v in options.items()]
@@ -235,12 +241,14 @@ class TrainingLauncher:
         if self.launcher == 'slurm':
             n = max(1, self.gpus_per_trial or self.procs_per_trial)
             per_node = min(n, self.gpus_per_node) if self.gpus_per_trial else n
-            env.update(GPUS=str(n), GPUS_PER_NODE=str(per_node if self.gpus_per_trial else 0),
-                       NTASKS_PER_NODE=str(per_node), CPUS_PER_TASK=str(self.cpus_per_task),
-                       SRUN_ARGS=self.srun_args)
-            name = 'tune-' + osp.basename(work_dir)
-            argv = ['bash', osp.join(self.tools_dir, 'slurm_train.sh'), self.partition, name,
-                    self.config, work_dir] + args
+            argv = srun_command(
+                self.train_module,
+                [self.config, f'--work-dir={work_dir}', '--launcher=slurm'] + args,
+                partition=self.partition, job_name='tune-' + osp.basename(work_dir),
+                ntasks=n, ntasks_per_node=per_node,
+                gpus_per_node=per_node if self.gpus_per_trial else 0,
+                cpus_per_task=self.cpus_per_task, srun_args=shlex.split(self.srun_args),
+                python=self.python)
             return argv, env
         if gpus is not None:
             env['CUDA_VISIBLE_DEVICES'] = ','.join(gpus)
@@ -251,13 +259,13 @@ class TrainingLauncher:
             per = max(1, cores // (self.parallel * self.procs_per_trial))
             env.setdefault('OMP_NUM_THREADS', str(per))
         nproc = len(gpus) if gpus is not None else self.procs_per_trial
+        script_args = [self.config, '--work-dir', work_dir]
         if nproc > 1:
-            env['PORT'] = str(_free_port())
-            argv = ['bash', osp.join(self.tools_dir, 'dist_train.sh'), self.config, str(nproc),
-                    '--work-dir', work_dir] + args
+            argv = torchrun_command(self.train_module,
+                                    script_args + ['--launcher', 'pytorch'] + args, nproc,
+                                    port=_free_port(), python=self.python)
         else:
-            argv = [self.python, osp.join(self.tools_dir, 'train.py'), self.config,
-                    '--work-dir', work_dir] + args
+            argv = [self.python, '-m', self.train_module] + script_args + args
         return argv, env
 
     # -------------------------------------------------------------------- run

@@ -1,0 +1,121 @@
+"""The provided configs of the installed package, for tools that do not import it.
+
+mmengine 0.10.7 resolves ``_base_ = 'pkg::path'`` only for the packages in
+its table ``mmengine.config.utils.MODULE2PACKAGE``; ``import fixnorm_mm`` adds
+``fixnorm_mm`` there, so the scope works in every process that imported the
+plugin first (this package's tools, ``mim train fixnorm_mm``), and nowhere
+else (upstream ``tools/train.py``, ``mim train mmdet``, a bare
+``Config.fromfile``). There a config inherits a provided one by its file path,
+which this command prints::
+
+    fixnorm-config                                            # the configs folder
+    fixnorm-config coco/retinanet_r50_fpn_fixnorm_90k_coco.py  # one config's absolute path
+    fixnorm-config --list                                     # every config, the paper's numbers
+
+(``python -m fixnorm_mm.tools.configs`` is the same command.)
+"""
+import argparse
+import difflib
+import glob
+import os.path as osp
+import sys
+from typing import Dict, List, Optional
+
+PACKAGE = 'fixnorm_mm'
+#: ``<package>/.mim``: the configs (``configs/``, a link to the repository's
+#: ``configs/`` in a source checkout), ``model-index.yml`` and the mim tools.
+MIM_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim')
+CONFIG_ROOT = osp.join(MIM_DIR, 'configs')
+
+
+def provided_configs() -> List[str]:
+    """Every provided config, relative to :data:`CONFIG_ROOT` (bases excluded)."""
+    found = glob.glob(osp.join(CONFIG_ROOT, '**', '*.py'), recursive=True)
+    rel = [osp.relpath(p, CONFIG_ROOT) for p in found]
+    return sorted(r for r in rel if '_base_' not in r.split(osp.sep))
+
+
+def config_path(name: str) -> str:
+    """Absolute path of a provided config: ``coco/x.py`` or ``fixnorm_mm::coco/x.py``."""
+    scope, sep, rel = name.partition('::')
+    if not sep:
+        rel = name
+    elif scope != PACKAGE:
+        raise ValueError(f'{name!r} is not a {PACKAGE} config (scope {scope!r})')
+    path = osp.join(CONFIG_ROOT, rel)
+    if not osp.isfile(path):
+        close = difflib.get_close_matches(rel, provided_configs(), n=3, cutoff=0.5)
+        hint = f'; did you mean {close}?' if close else f'; see `fixnorm-config --list`'
+        raise FileNotFoundError(f'no provided config {rel!r} under {CONFIG_ROOT}{hint}')
+    return path
+
+
+def resolve_config(config: str) -> str:
+    """A tool's config argument as a file path: paths pass unchanged,
+    ``fixnorm_mm::<path>`` is a provided config, and ``<pkg>::<path>`` another
+    package's config as mmengine finds it (``mmdet::``, ``mmpretrain::``...)."""
+    if '::' not in config or osp.exists(config):
+        return config
+    if config.partition('::')[0] == PACKAGE:
+        return config_path(config)
+    from mmengine.config import Config
+    return Config._get_cfg_path(config, '')[0]
+
+
+def model_index(mim_dir: str = MIM_DIR) -> List[Dict]:
+    """The models of ``model-index.yml`` (OpenMMLab format), each with its
+    collection's fields under ``'Collection'``."""
+    from mmengine.fileio import load
+    index = load(osp.join(mim_dir, 'model-index.yml'))
+    models = []
+    for meta in index.get('Import') or []:
+        data = load(osp.join(mim_dir, meta))
+        collections = {c['Name']: c for c in data.get('Collections') or []}
+        for model in data.get('Models') or []:
+            models.append(dict(model, Collection=collections.get(model.get('In Collection'), {}),
+                               Metafile=meta))
+    return models
+
+
+def _metric(model: Dict) -> str:
+    out = []
+    for result in model.get('Results') or []:
+        out += [f'{k} {v}' for k, v in (result.get('Metrics') or {}).items()]
+    return ', '.join(out) or '-'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog='fixnorm-config',
+                                description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('config', nargs='?',
+                   help='a provided config (coco/x.py or fixnorm_mm::coco/x.py)')
+    p.add_argument('--list', action='store_true',
+                   help='list the provided configs with the paper\'s metric, lr and alpha')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        listed = {m['Config'].partition('/')[2]: m for m in model_index()}
+        for rel in provided_configs():
+            m = listed.get(rel)
+            if m is None:
+                print(rel)
+                continue
+            meta = m.get('Metadata') or {}
+            hp = ', '.join(f'{k} {meta[k]}' for k in ('lr', 'alpha', 'weight decay') if k in meta)
+            print(f'{rel}  [{_metric(m)}; {hp}]')
+        return 0
+    try:
+        print(config_path(args.config) if args.config else CONFIG_ROOT)
+    except (FileNotFoundError, ValueError) as err:
+        print(f'fixnorm-config: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

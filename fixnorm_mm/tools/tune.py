@@ -1,0 +1,144 @@
+"""FixNorm-tune (Algo 2) or BO+WD over real trainings of CONFIG.
+
+Every trial is ``python -m fixnorm_mm.tools.train CONFIG`` (under torchrun for
+multi-process trials, under srun on Slurm) with ``--cfg-options`` for its lr,
+alpha (or weight decay) and its schedule shrunk to the trial's budget: trials
+run the installed package, from any folder. Trials live in an Optuna storage,
+so the same command, run again after a kill, re-runs nothing that finished,
+and run on several nodes against one RDB URL, shares the work. Results:
+``<work_dir>/<method>_trials.md|csv``, ``_result.json`` and a PNG like the
+paper's Fig. 5.
+
+    # ImageNet setup of the paper (Sec. 3): lr [0.2, 3.2], K=5, T=[0.2, 1] T_max, 6 alphas
+    fixnorm-tune CONFIG
+    # COCO / Cityscapes (App. D.2/D.3): lr [0.005, 0.1]
+    fixnorm-tune fixnorm_mm::coco/retinanet_r50_fpn_fixnorm_90k_coco.py --task coco
+    # the BO+WD baseline on the weight-decay config
+    fixnorm-tune WD_CONFIG --method bo-wd --n-trials 25
+
+(``python -m fixnorm_mm.tools.tune`` and ``tools/fixnorm_tune.py`` are the same tool.)
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+from fixnorm_mm.tools.configs import resolve_config
+from fixnorm_mm.tuning import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, PAPER_WD_RANGE,
+                               BOWDTune, FixNormTune, TrainingLauncher, default_storage,
+                               load_result, run_bo_wd, run_fixnorm_tune, summary, write_report)
+
+
+def guess_task(config: str) -> str:
+    path = config.lower()
+    for task in ('coco', 'cityscapes'):
+        if task in path:
+            return task
+    return 'imagenet'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog='fixnorm-tune', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
+    p.add_argument('config')
+    p.add_argument('--method', choices=['fixnorm-tune', 'bo-wd'], default='fixnorm-tune')
+    p.add_argument('--task', choices=sorted(PAPER_LR_RANGES),
+                   help='paper defaults for the lr range (default: guessed from the '
+                        'config path, imagenet otherwise)')
+    p.add_argument('--work-dir', help='sweep directory (default: work_dirs/tune/<config>)')
+    g = p.add_argument_group('FixNorm-tune (Algo 2)')
+    g.add_argument('--lr-range', nargs=2, type=float, metavar=('MIN', 'MAX'))
+    g.add_argument('--k', type=int, default=5, help='learning rates per round (K)')
+    g.add_argument('--budgets', nargs='+', type=float, default=list(PAPER_BUDGETS),
+                   help='T_r of each lr round as fractions of T_max (N = their number)')
+    g.add_argument('--alphas', nargs='+', type=float, default=list(PAPER_ALPHAS))
+    g.add_argument('--later-rounds', choices=['inclusive', 'interior'], default='inclusive',
+                   help='sampling rule of rounds after the first (docs/tuning.md)')
+    g = p.add_argument_group('BO+WD')
+    g.add_argument('--wd-range', nargs=2, type=float, default=list(PAPER_WD_RANGE))
+    g.add_argument('--n-trials', type=int, default=25,
+                   help='BO trials (each a full training; the paper spent 25 and 35)')
+    g.add_argument('--sampler', choices=['gp', 'tpe'], default='gp')
+    g.add_argument('--n-startup-trials', type=int, default=5)
+    g.add_argument('--seed', type=int, default=0)
+    g = p.add_argument_group('trials')
+    g.add_argument('--lr-key', default='optim_wrapper.optimizer.lr')
+    g.add_argument('--alpha-key', help='config key of the FixNorm layer\'s alpha (default: '
+                   'the one `alpha` under `model` outside the losses, e.g. model.head.alpha)')
+    g.add_argument('--wd-key', default='optim_wrapper.optimizer.weight_decay')
+    g.add_argument('--metric', help='evaluation metric to maximise (default: accuracy/top1, '
+                   'coco/bbox_mAP or mIoU, whichever the run logs)')
+    g.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                   help='overrides for every trial, key=value')
+    g = p.add_argument_group('resources')
+    g.add_argument('--gpus-per-trial', type=int,
+                   help='GPUs per trial (default 1 if GPUs are visible, else 0: CPU)')
+    g.add_argument('--procs-per-trial', type=int, default=1,
+                   help='processes per CPU trial (> 1: torchrun with gloo)')
+    g.add_argument('--parallel', type=int,
+                   help='trials at once (default: visible GPUs // gpus-per-trial; 1 on CPU)')
+    g.add_argument('--launcher', choices=['none', 'slurm'], default='none',
+                   help='slurm: every trial is an srun job')
+    g.add_argument('--partition', help='Slurm partition')
+    g.add_argument('--gpus-per-node', type=int, default=8)
+    g.add_argument('--cpus-per-task', type=int, default=5)
+    g.add_argument('--srun-args', default='', help='extra srun options')
+    g = p.add_argument_group('storage')
+    g.add_argument('--storage', help='Optuna RDB URL shared by all workers (default: '
+                   'sqlite:///<work_dir>/study.db)')
+    g.add_argument('--study-name', help='default: the method name')
+    g.add_argument('--heartbeat', type=int, default=60, help='heartbeat interval (s)')
+    g.add_argument('--grace-period', type=int, default=300,
+                   help='seconds without heartbeat before a trial on another node counts as dead')
+    g.add_argument('--poll', type=float, default=10.0,
+                   help='seconds between looks at a trial another worker runs')
+    g.add_argument('--retry-failed', action='store_true',
+                   help='run crashed/diverged trials again instead of keeping their failure')
+    g.add_argument('--compare', nargs='*', default=[],
+                   help='<method>_result.json files of other sweeps to plot alongside')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.config = resolve_config(args.config)
+    task = args.task or guess_task(args.config)
+    work_dir = osp.abspath(args.work_dir or osp.join(
+        'work_dirs', 'tune', osp.splitext(osp.basename(args.config))[0]))
+    os.makedirs(work_dir, exist_ok=True)
+    storage = args.storage or default_storage(work_dir)
+    study = args.study_name or args.method
+    launcher = TrainingLauncher(
+        args.config, metric=args.metric, cfg_options=args.cfg_options, launcher=args.launcher,
+        gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial,
+        parallel=args.parallel, partition=args.partition, gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task, srun_args=args.srun_args)
+    store_kwargs = dict(heartbeat_interval=args.heartbeat, grace_period=args.grace_period,
+                        poll_interval=args.poll)
+    lr_range = args.lr_range or PAPER_LR_RANGES[task]
+    if args.method == 'fixnorm-tune':
+        tuner = FixNormTune(lr_range, args.k, args.budgets, args.alphas,
+                            later_rounds=args.later_rounds)
+        result = run_fixnorm_tune(tuner, launcher, work_dir, storage, study, args.lr_key,
+                                  args.alpha_key, retry_failed=args.retry_failed,
+                                  **store_kwargs)
+    else:
+        tuner = BOWDTune(lr_range, args.wd_range, args.n_trials, sampler=args.sampler,
+                         n_startup_trials=args.n_startup_trials, seed=args.seed)
+        result = run_bo_wd(tuner, launcher, work_dir, storage, study, args.lr_key,
+                           args.wd_key, **store_kwargs)
+    metric = next((t.info.get('metric_name') for t in result.trials
+                   if t.info.get('metric_name')), args.metric or 'metric')
+    others = [load_result(p) for p in args.compare]
+    paths = write_report(work_dir, [result] + others, metric,
+                         title=f'{osp.basename(args.config)} ({args.method})')
+    print(summary(result, metric))
+    print(f'trials: {paths[result.method]}\nplot: {paths["png"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
