@@ -46,11 +46,11 @@ class _Linear:
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         return F.linear(x, w)
 
-    def input_grad(self, gy: Tensor, x: Tensor, w: Tensor) -> Tensor:
-        return gy @ w
-
-    def weight_grad(self, gy: Tensor, x: Tensor, w: Tensor) -> Tensor:
-        return gy.reshape(-1, w.shape[0]).t() @ x.reshape(-1, w.shape[1])
+    def grads(self, gy: Tensor, x: Tensor, w: Tensor, need_x: bool, need_w: bool):
+        """op_x^T(gy) and op_W^T(gy), each only if needed."""
+        gx = gy @ w if need_x else None
+        gw = gy.reshape(-1, w.shape[0]).t() @ x.reshape(-1, w.shape[1]) if need_w else None
+        return gx, gw
 
 
 class _Conv2d:
@@ -64,14 +64,11 @@ class _Conv2d:
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
 
-    def _backward(self, gy, x, w, mask):
-        return torch.ops.aten.convolution_backward(gy, x, w, None, *self.args, mask)
-
-    def input_grad(self, gy: Tensor, x: Tensor, w: Tensor) -> Tensor:
-        return self._backward(gy, x, w, [True, False, False])[0]
-
-    def weight_grad(self, gy: Tensor, x: Tensor, w: Tensor) -> Tensor:
-        return self._backward(gy, x, w, [False, True, False])[1]
+    def grads(self, gy: Tensor, x: Tensor, w: Tensor, need_x: bool, need_w: bool):
+        """op_x^T(gy) and op_W^T(gy), each only if needed, in one call."""
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            gy, x, w, None, *self.args, [need_x, need_w, False])
+        return gx, gw
 
 
 def _compute_dtype(x: Tensor) -> Optional[torch.dtype]:
@@ -172,14 +169,18 @@ class _NormalizedOp(torch.autograd.Function):
                 gb = _sum_but_channel(gy, op).to(ctx.bias_dtype)
             gs = gy * _per_channel(scale, op, gy.dim()).to(gy.dtype)  # s * G
             w = _cast(weight, ctx.dtype)
-            if need_x:
-                gx = op.input_grad(gs, x, w).to(ctx.x_dtype)
-            if need_w or need_g:
-                if z is not None:  # d from the output; the product gives s * Gw at once
+            need_gw = need_w or need_g
+            # with d from the output, s * G gives dL/dx and s * Gw in one go;
+            # else d needs the plain Gw, which is scaled afterwards
+            gx, gw = op.grads(gs, x, w, need_x, need_gw and z is not None)
+            if gx is not None:
+                gx = gx.to(ctx.x_dtype)
+            if need_gw:
+                if z is not None:
                     d = _unit_dot_outputs(gy, z, op, per_output, scale)
-                    gw = wide(op.weight_grad(gs, x, w))
-                else:  # d from the plain weight gradient, which is then scaled
-                    gw = wide(op.weight_grad(gy, x, w))
+                    gw = wide(gw)
+                else:
+                    gw = wide(op.grads(gy, x, w, False, True)[1])
                     d = _unit_dot_weights(gw, wide(weight), per_output, scale)
                     gw.mul_(scale)
                 d_over_norm = d / norm

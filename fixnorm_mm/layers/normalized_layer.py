@@ -19,11 +19,11 @@ never in ``forward`` (which does no bookkeeping at all):
   loaded W, and ``g`` is still reported missing; with ``g`` the loaded g is
   kept.
 
-The last three re-synchronise g only while g still holds the value the layer
-itself last gave it: a g set by hand, by an ``init_cfg`` (e.g. a zero gain),
-by training or by a checkpoint is never overwritten. That value is one copy
-of g taken when the layer sets it, compared only at those moments.
-``sync_gain()`` sets g = ||W|| unconditionally; ``sync_gains(module)`` runs
+``init_weights()`` and ``apply()`` re-synchronise g only while g still holds
+the value the layer itself last gave it: a g set by hand, by an ``init_cfg``
+(e.g. a zero gain), by training or by a checkpoint is never overwritten. That
+value is one copy of g taken when the layer sets it, compared only at those
+moments. ``sync_gain()`` sets g = ||W|| unconditionally; ``sync_gains(module)`` runs
 the conditional re-synchronisation on every such layer of a module, for
 hosts that re-initialise weights with direct calls (``normal_init(conv)``)
 after their children's ``init_weights``.
