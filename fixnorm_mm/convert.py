@@ -61,38 +61,34 @@ def _conv_args(conv: nn.Conv2d) -> dict:
                 padding_mode=conv.padding_mode)
 
 
-@torch.no_grad()
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    old = model.get_submodule(name)
-    new.to(device=old.weight.device, dtype=old.weight.dtype)
-    new.weight.copy_(old.weight)
-    if old.bias is not None:
-        new.bias.copy_(old.bias)
-    new.weight.requires_grad_(old.weight.requires_grad)
-    new.train(old.training)
+    """Put ``new`` (a layer built by :func:`to_fixnorm_layer` /
+    :func:`to_wn_layer`, weights included) in place of the layer at ``name``."""
     parent_name, _, attr = name.rpartition('.')
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 
 
 def to_fixnorm_layer(layer: nn.Module, alpha: float) -> nn.Module:
     """FixNorm-FC (Eq. 10) for an ``nn.Linear``, FixNorm-Conv (Eq. 29) for an
-    ``nn.Conv2d``, of the same shape (weights are copied by the caller)."""
+    ``nn.Conv2d``: the layer's shape, bias, weights (g = ||W||), device, dtype,
+    ``requires_grad`` and mode."""
     if _is_plain(layer, nn.Linear):
-        return FixNormLinear(layer.in_features, layer.out_features, alpha=alpha,
-                             bias=layer.bias is not None)
+        return FixNormLinear.from_plain(layer, alpha)
     if _is_plain(layer, nn.Conv2d):
-        return FixNormConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                             alpha=alpha, **_conv_args(layer))
+        return FixNormConv2d.from_plain(layer, alpha)
     raise TypeError(f'FixNorm-FC/Conv replaces an nn.Linear or nn.Conv2d, got '
                     f'{type(layer).__name__}')
 
 
 def to_wn_layer(layer: nn.Module) -> nn.Module:
-    """The weight-normalised twin of a plain ``nn.Conv2d`` / ``nn.Linear``."""
+    """The weight-normalised twin of a plain ``nn.Conv2d`` / ``nn.Linear``
+    (one g per output unit), weights included."""
     if _is_plain(layer, nn.Linear):
-        return WNLinear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    return WNConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                    **_conv_args(layer))
+        return WNLinear.from_plain(layer)
+    if _is_plain(layer, nn.Conv2d):
+        return WNConv2d.from_plain(layer)
+    raise TypeError(f'weight normalisation replaces an nn.Linear or nn.Conv2d, got '
+                    f'{type(layer).__name__}')
 
 
 def _trace(model: nn.Module, input_shape: Optional[Sequence[int]]) -> Tuple[Dict, set]:

@@ -4,12 +4,14 @@ A FixNorm-FC/Conv layer (Eq. 10, 29) applies the weight
 
     W' = W / ||W||_2 * min(g, alpha * sqrt(C_out)),
 
-and a weight-normalised layer ``W' = g * v / ||v||`` (per output unit). Both
-are linear in the input, so an ``nn.Linear`` / ``nn.Conv2d`` holding W' (and
-the same bias) computes exactly the same function. Folding replaces each such
-layer by that plain twin, under the same name; the model's ``state_dict``
-then has the keys of the upstream model (no ``.g``), so the plain mmpretrain /
-mmdet / mmseg config loads it and deployment needs no plugin.
+and a weight-normalised layer ``W' = g * v / ||v||`` (per output unit, or of
+the whole tensor for WN-FC, Eq. 6). All are linear in the input, so an
+``nn.Linear`` / ``nn.Conv2d`` holding W' (and the same bias) computes exactly
+the same function. Folding replaces each such layer by that plain twin
+(``layer.to_plain()``), under the same name; the model's ``state_dict`` then
+has the keys of the upstream model (no ``.g``), so the plain mmpretrain /
+mmdet / mmseg config loads it and deployment needs no plugin. A FixNorm-FC
+layer without bias (Eq. 10) gets a zero bias where the plain model has one.
 
 :func:`fold_checkpoint` does it for a checkpoint and a config (it is what
 ``tools/fold_fixnorm.py`` runs) and checks the result against the plain model.
@@ -21,36 +23,17 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
+from .layers import NORMALIZED_LAYERS, NormalizedLayer
 
-FOLDABLE = (FixNormLinear, FixNormConv2d, WNLinear, WNConv2d)
+FOLDABLE = NORMALIZED_LAYERS
 
 
-@torch.no_grad()
 def folded_layer(layer: nn.Module) -> nn.Module:
-    """The plain ``nn.Linear`` / ``nn.Conv2d`` equal to ``layer``."""
-    if isinstance(layer, (FixNormLinear, FixNormConv2d)):
-        weight = layer.fixnorm_weight()
-    elif isinstance(layer, (WNLinear, WNConv2d)):
-        weight = layer.wn_weight()
-    else:
+    """The plain ``nn.Linear`` / ``nn.Conv2d`` equal to ``layer`` (its
+    :meth:`~fixnorm_mm.layers.NormalizedLayer.to_plain`)."""
+    if not isinstance(layer, NormalizedLayer):
         raise TypeError(f'cannot fold {type(layer).__name__}: not a FixNorm or WN layer')
-    factory = dict(device=weight.device, dtype=weight.dtype)
-    if isinstance(layer, nn.Linear):
-        plain = nn.Linear(layer.in_features, layer.out_features,
-                          bias=layer.bias is not None, **factory)
-    else:
-        plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                          stride=layer.stride, padding=layer.padding,
-                          dilation=layer.dilation, groups=layer.groups,
-                          bias=layer.bias is not None, padding_mode=layer.padding_mode,
-                          **factory)
-    plain.weight.copy_(weight)
-    if layer.bias is not None:
-        plain.bias.copy_(layer.bias)
-    plain.weight.requires_grad_(layer.weight.requires_grad)
-    plain.train(layer.training)
-    return plain
+    return layer.to_plain()
 
 
 def fold_fixnorm(model: nn.Module) -> Dict[str, str]:
@@ -79,9 +62,19 @@ def folded_state_dict(model: nn.Module) -> Dict[str, Tensor]:
     for name, module in model.named_modules():
         if isinstance(module, FOLDABLE):
             prefix = f'{name}.' if name else ''
-            state[prefix + 'weight'] = folded_layer(module).weight.detach()
+            state[prefix + 'weight'] = module.folded_weight().detach()
             state.pop(prefix + 'g', None)
     return state
+
+
+def _add_zero_biases(state: Dict[str, Tensor], folded: Dict[str, str],
+                     plain_state: Dict[str, Tensor]) -> None:
+    """A folded layer without bias (FixNorm-FC as in Eq. 10) where the plain
+    model's layer has one: that bias is zero."""
+    for name in folded:
+        key = f'{name}.bias'
+        if key not in state and key in plain_state:
+            state[key] = torch.zeros_like(plain_state[key])
 
 
 FIXNORM_MODEL_KEYS = ('final_layer', 'alpha', 'weight_norm', 'weight_norm_exclude',
@@ -185,6 +178,7 @@ def fold_checkpoint(config, checkpoint: str, out: str, plain_config=None,
     if plain_model is not None:
         hint = ('Is the plain config the upstream twin of the FixNorm config (same '
                 'model, same sizes)?')
+        _add_zero_biases(state, folded, plain_model.state_dict())
         try:
             missing, unexpected = plain_model.load_state_dict(state, strict=False)
         except RuntimeError as e:  # shapes differ

@@ -136,6 +136,7 @@ def test_config_states_its_table_row(name):
         assert cfg.optim_wrapper.norm_control.type == 'FixNorm'
         assert opt.weight_decay == 0 and cfg.model.head.type == 'FixNormClsHead'
         assert cfg.model.head.alpha == x
+        assert 'bias' not in cfg.model.head  # the head's default: Eq. 10, no bias
     else:
         assert cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper'
         assert opt.weight_decay == x and 'alpha' not in cfg.model.head
@@ -173,16 +174,30 @@ def test_fixnorm_head_is_eq10_and_starts_as_the_linear_head():
     head.init_weights()
     assert isinstance(head.fc, FixNormLinear) and head.alpha == 0.5
     assert head.fc.cap == pytest.approx(0.5 * math.sqrt(10))
+    assert head.fc.bias is None  # Eq. 10 has no bias
     # mmpretrain's Normal(std=0.01) reached the FixNorm layer (a subclass of Linear)
     assert head.fc.weight.std().item() == pytest.approx(0.01, rel=0.3)
-    plain.fc.load_state_dict({k: v for k, v in head.fc.state_dict().items() if k != 'g'})
+    # ... and g followed it at init_weights, before any forward
+    assert head.fc.g.item() == pytest.approx(head.fc.weight.norm().item(), rel=1e-6)
+    plain.fc.load_state_dict({'weight': head.fc.weight.detach(), 'bias': torch.zeros(10)})
     x = torch.randn(5, 16)
     torch.testing.assert_close(head((x,)), plain((x,)))  # g = ||W|| < cap
     with torch.no_grad():
         head.fc.g.fill_(100.0)  # above the cap: the cap rules, Eq. 10
-    W, b = head.fc.weight, head.fc.bias
-    expected = x @ W.t() / W.norm() * min(100.0, 0.5 * math.sqrt(10)) + b
+    W = head.fc.weight
+    expected = x @ W.t() / W.norm() * min(100.0, 0.5 * math.sqrt(10))
     torch.testing.assert_close(head((x,)), expected)
+    # bias=True: an uncapped bias after the capped scaling
+    biased = FixNormClsHead(num_classes=10, in_channels=16, alpha=0.5, bias=True)
+    biased.init_weights()
+    with torch.no_grad():
+        biased.fc.g.fill_(100.0)
+        biased.fc.bias.normal_()
+    W, b = biased.fc.weight, biased.fc.bias
+    expected = x @ W.t() / W.norm() * min(100.0, 0.5 * math.sqrt(10)) + b
+    torch.testing.assert_close(biased((x,)), expected)
+    with pytest.raises(TypeError, match='bias'):
+        FixNormClsHead(num_classes=10, in_channels=16, alpha=0.5, bias=0.1)
 
 
 def test_fixnorm_head_dropout_only_in_training():
@@ -265,11 +280,16 @@ def test_efficientnet_wn_se_computes_the_plain_efficientnet():
     se_convs = [c.conv for se in se_layers(wn) for c in (se.conv1, se.conv2)]
     assert len(se_convs) == 2 * 16 and all(isinstance(c, WNConv2d) for c in se_convs)
     assert len(missing) == len(se_convs) and all(k.endswith('.g') for k in missing)
+    # App. C: WN-FC layers (Eq. 6), one scalar g over the whole weight
+    assert all(not c.per_output and c.g.shape == () for c in se_convs)
     plain.eval()
     wn.eval()
     x = torch.randn(2, 3, 64, 64)
-    # g = ||v|| per unit at the first forward: WN changes the parametrisation only
+    # g = ||v|| of the loaded weights: WN changes the parametrisation only
     torch.testing.assert_close(wn(x)[0], plain(x)[0], rtol=1e-4, atol=1e-5)
+    per_channel = EfficientNetWNSE(arch='b0', se_conv_cfg=dict(type='WNConv2d'))
+    convs = [c.conv for se in se_layers(per_channel) for c in (se.conv1, se.conv2)]
+    assert all(c.per_output and c.g.shape == (c.out_channels, 1, 1, 1) for c in convs)
 
 
 # ------------------------------------------------------------------ Table 2 sizes
@@ -288,11 +308,15 @@ def test_params_and_flops_match_table2(name):
     assert info['params'] == pytest.approx(params, rel=0.03), info['params_str']
     assert info['flops'] == pytest.approx(flops, rel=0.05), info['flops_str']
     # the weight-decay reference trains the same network, without FixNorm's
-    # and WN's gains g
+    # and WN's gains g and without the FC bias (Eq. 10 has none)
     reference = build_model(load(name.replace('_fixnorm_', '_wd_')))
     n_ref = sum(p.numel() for p in reference.parameters())
-    assert info['params'] - count_gains(model) == n_ref
+    assert model.head.fc.bias is None and reference.head.fc.bias is not None
+    assert info['params'] - count_gains(model) + model.head.num_classes == n_ref
     assert count_gains(reference) == 0
+    if any(k in name for k in SE_MODELS):  # App. C: the SE layers are WN-FC (Eq. 6)
+        se = [m for m in model.modules() if isinstance(m, WNConv2d)]
+        assert se and all(not m.per_output and m.g.shape == () for m in se)
 
 
 # ------------------------------------------------------------------ Runner

@@ -23,7 +23,8 @@ from torch import nn  # noqa: E402
 
 import fixnorm_mm  # noqa: E402
 from fixnorm_mm.detection import FixNormRetinaHead, WNRetinaHead  # noqa: E402
-from fixnorm_mm.layers import FixNormConv2d, WNConv2d  # noqa: E402
+from fixnorm_mm.layers import (FixNormConv2d, NormalizedLayer, WNConv2d,  # noqa: E402
+                               tensor_norm)
 from fixnorm_mm.testing.detection import make_coco_dataset, shrink_coco_config  # noqa: E402
 
 register_all_modules(init_default_scope=False)  # runners set their own scope
@@ -137,6 +138,8 @@ def test_head_starts_as_plain_retina_head(head_type):
         assert type(head.retina_cls) is WNConv2d
     assert torch.equal(head.retina_cls.bias, torch.full((27,), PRIOR_BIAS))
     assert head.retina_cls.weight.std().item() == pytest.approx(0.01, rel=0.1)
+    # g followed mmdet's Normal init at init_weights, before any forward
+    assert_gains_follow_weights(head, expected=2 + 2 + 2)
 
     plain = RetinaHead(**kwargs)
     plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.endswith('.g')})
@@ -144,11 +147,75 @@ def test_head_starts_as_plain_retina_head(head_type):
     (cls, reg), (cls_ref, reg_ref) = head(x), plain(x)
     for a, b in zip(cls + reg, cls_ref + reg_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    # g was set to ||W|| at the first forward, below the cap
+    # g was set to ||W|| at init_weights, below the cap
     w_norm = head.retina_cls.weight.norm()
     if head_type == 'FixNormRetinaHead':
         assert head.retina_cls.g.item() == pytest.approx(w_norm.item(), rel=1e-6)
         assert head.retina_cls.g.item() < head.retina_cls.cap
+
+
+def assert_gains_follow_weights(model, expected):
+    """Every FixNorm/WN layer has g = ||W|| (per output unit for WN)."""
+    layers = [m for m in model.modules() if isinstance(m, NormalizedLayer)]
+    assert len(layers) == expected
+    for m in layers:
+        torch.testing.assert_close(m.g.detach(), tensor_norm(m.weight, m.per_output))
+
+
+@pytest.mark.parametrize('name', ['retinanet_r50_fpn_wn_90k_coco',
+                                  'retinanet_r50_fpn_fixnorm_90k_coco'])
+def test_config_head_equals_plain_retina_head_after_init_weights(name):
+    """The head of the provided config, as mmdet builds and initialises it
+    (init_cfg: Normal(std=0.01) on every conv, prior bias on retina_cls), is
+    its plain RetinaHead twin right after init_weights()."""
+    cfg = Config.fromfile(config_path(name)).model.bbox_head
+    cfg.update(num_classes=2, in_channels=32, feat_channels=32)
+    head = MODELS.build(cfg)
+    head.init_weights()
+    assert_gains_follow_weights(head, expected=10)
+    plain_cfg = {k: v for k, v in cfg.items() if k not in ('alpha', 'conv_cfg')}
+    plain = MODELS.build(dict(plain_cfg, type='RetinaHead'))
+    plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.endswith('.g')})
+    x = [torch.randn(1, 32, 8, 8), torch.randn(1, 32, 4, 4)]
+    head.eval(), plain.eval()
+    for a, b in zip(sum(head(x), []), sum(plain(x), [])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_detector_fpn_convs_follow_their_xavier_init(coco, tmp_path):
+    """mmdet's FPN (conv_cfg=WNConv2d) keeps its convs in ModuleLists, which
+    mmengine's init_weights does not descend into: g still follows the
+    Xavier init_cfg (through Module.apply)."""
+    cfg = shrink_coco_config(Config.fromfile(config_path('retinanet_r50_fpn_fixnorm_90k_coco')),
+                             coco, work_dir=str(tmp_path))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert isinstance(model.neck.fpn_convs[0].conv, WNConv2d)
+    assert_gains_follow_weights(model, expected=18)  # FPN: 8, head: 10
+
+
+class _DilatedRetinaHead(RetinaHead):
+    """A RetinaHead variant whose output convs are dilated and grouped."""
+
+    def _init_layers(self):
+        super()._init_layers()
+        self.retina_cls = nn.Conv2d(self.feat_channels, self.num_base_priors *
+                                    self.cls_out_channels, 3, padding=2, dilation=2, groups=2)
+        self.retina_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * 4, 3,
+                                    padding=2, dilation=2, groups=2)
+
+
+@pytest.mark.parametrize('head_type', [WNRetinaHead, FixNormRetinaHead])
+def test_rebuilt_output_convs_keep_dilation_and_groups(head_type):
+    kind = type(f'Dilated{head_type.__name__}', (head_type, _DilatedRetinaHead), {})
+    head = kind(num_classes=2, in_channels=8, feat_channels=8, stacked_convs=1)
+    assert isinstance(head.retina_cls, FixNormConv2d if head_type is FixNormRetinaHead
+                      else WNConv2d)
+    for conv in (head.retina_cls, head.retina_reg):
+        assert (conv.dilation, conv.padding, conv.groups) == ((2, 2), (2, 2), 2)
+    head.init_weights()
+    cls_scores, _ = head([torch.randn(1, 8, 6, 6)])
+    assert cls_scores[0].shape == (1, 9 * 2, 6, 6)
 
 
 def _batch(boxes, size=128):

@@ -101,17 +101,21 @@ def fold_and_check(tmp_path, fixnorm_cfg, plain_cfg, input_shape):
 def test_fold_layers_in_place_equal_outputs():
     model = nn.Sequential(WNConv2d(3, 6, 3, padding=1), nn.ReLU(),
                           FixNormConv2d(6, 5, 1, alpha=0.5), nn.Flatten(),
-                          WNLinear(5 * 4 * 4, 7), FixNormLinear(7, 3, alpha=4.0, bias=False))
+                          WNLinear(5 * 4 * 4, 7), FixNormLinear(7, 3, alpha=4.0, bias=False),
+                          WNLinear(3, 2, per_output=False))  # WN-FC, Eq. 6
     as_if_trained(model)
     model[5].g.data.fill_(0.3 * model[5].cap)  # g below the cap here: min(g, cap) = g
+    model[6].g.data.fill_(3.5)
     x = torch.randn(2, 3, 4, 4)
     want = model(x)
     state = folded_state_dict(model)
     folded = fold_fixnorm(model)
     assert folded == {'0': 'WNConv2d', '2': 'FixNormConv2d', '4': 'WNLinear',
-                      '5': 'FixNormLinear'}
+                      '5': 'FixNormLinear', '6': 'WNLinear'}
     assert [type(m) for m in model] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.Flatten,
-                                        nn.Linear, nn.Linear]
+                                        nn.Linear, nn.Linear, nn.Linear]
+    # Eq. 6: the folded WN-FC weight's (whole) norm is g
+    assert float(model[6].weight.detach().norm()) == pytest.approx(3.5, rel=1e-6)
     assert model[5].bias is None
     torch.testing.assert_close(model(x), want, rtol=1e-6, atol=1e-6)
     assert state.keys() == model.state_dict().keys()
@@ -140,6 +144,10 @@ def test_fold_classifier(tmp_path):
                                   _classifier(PLAIN_RESNET), (2, 3, 32, 32))
     assert isinstance(model.head.fc, FixNormLinear)
     assert type(plain.head).__name__ == 'LinearClsHead'
+    # Eq. 10 has no bias; the plain head's bias is zero in the folded checkpoint
+    assert model.head.fc.bias is None
+    folded = torch.load(tmp_path / 'plain.pth', weights_only=True)['state_dict']
+    assert torch.equal(folded['head.fc.bias'], torch.zeros(10))
 
 
 def test_fold_retinanet(tmp_path):

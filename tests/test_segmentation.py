@@ -149,12 +149,15 @@ def test_pixel_classifier_is_fixnorm_conv_eq29():
     cls = head.conv_seg
     assert isinstance(cls, FixNormConv2d) and cls.out_channels == 5 and cls.kernel_size == (1, 1)
     assert cls.cap == pytest.approx(0.5 * math.sqrt(5))            # alpha * sqrt(C_out)
+    # mmseg's init (Normal std 0.01) ran on the FixNorm layer and g followed it
+    # at init_weights, before any forward
+    assert cls.g.item() == pytest.approx(cls.weight.norm().item(), rel=1e-6)
     head.eval()
     feats = {}
     cls.register_forward_hook(lambda m, i, o: feats.update(x=i[0]))  # returns None
     x = torch.randn(1, 6, 7, 9)
     out = head([x])
-    # mmseg's init (Normal std 0.01) ran on the FixNorm layer; g synced to ||W||
+    # mmseg's init (Normal std 0.01) ran on the FixNorm layer; g = ||W||
     assert cls.weight.std().item() == pytest.approx(0.01, rel=0.3)
     assert cls.g.item() == pytest.approx(cls.weight.norm().item(), rel=1e-6)
     w = cls.weight
@@ -178,7 +181,9 @@ def test_zero_initialised_output_projection_plain_and_weight_normalized():
     wn = ObjectContextBlock(8, 4, norm_cfg=BN, projection_conv_cfg=dict(type='WNConv2d'))
     assert isinstance(wn.value_project, WNConv2d) and isinstance(wn.out_project, WNConv2d)
     # zero gain, random direction: still zero output, and g is not re-synced
-    # to ||v|| by the first forward
+    # to ||v|| by init_weights, an initialiser or the first forward
+    wn.init_weights()
+    wn.apply(lambda m: None)
     out = wn(x)
     assert wn.out_project.weight.norm() > 0 and wn.out_project.g.abs().max() == 0
     assert out.abs().max() == 0

@@ -1,7 +1,8 @@
 # EfficientNet-B1 at 240 pixels, 350 epochs, FixNorm-tune (Table 2): top-1
 # 79.52.
 _base_ = ['./_base_/efficientnet-b1.py', './_base_/cosine_350e.py', './_base_/fixnorm_sgd.py']
-# App. C: the SE layers' FC layers are weight-normalised and join the fixed set
+# App. C: the SE layers' FC layers are WN-FC layers (Eq. 6; EfficientNetWNSE's
+# default se_conv_cfg) and join the fixed set
 model = dict(
     backbone=dict(type='EfficientNetWNSE'),
     head=dict(type='FixNormClsHead', alpha=8.0))

@@ -5,8 +5,10 @@ _base_ = [
     './_base_/cosine_350e.py',
     './_base_/fixnorm_sgd.py',
 ]
-# App. C: the SE layers' FC layers are weight-normalised and join the fixed set
+# App. C: the SE layers' FC layers are WN-FC layers (Eq. 6: the whole weight's
+# norm, one scalar g) and join the fixed set; dict(type='WNConv2d') would
+# normalise each output channel instead
 model = dict(
-    backbone=dict(se_conv_cfg=dict(type='WNConv2d')),
+    backbone=dict(se_conv_cfg=dict(type='WNConv2d', per_output=False)),
     head=dict(type='FixNormClsHead', alpha=4.0))
 optim_wrapper = dict(optimizer=dict(lr=0.65))

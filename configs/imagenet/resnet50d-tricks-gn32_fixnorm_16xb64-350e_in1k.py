@@ -1,8 +1,10 @@
 # ResNet50-D* with GroupNorm (G=32), 350 epochs, FixNorm-tune (Table 5): top-1
 # 80.92.
 _base_ = ['./_base_/resnet50d-tricks-gn32.py', './_base_/cosine_350e.py', './_base_/fixnorm_sgd.py']
-# App. C: the SE layers' FC layers are weight-normalised and join the fixed set
+# App. C: the SE layers' FC layers are WN-FC layers (Eq. 6: the whole weight's
+# norm, one scalar g) and join the fixed set; dict(type='WNConv2d') would
+# normalise each output channel instead
 model = dict(
-    backbone=dict(se_conv_cfg=dict(type='WNConv2d')),
+    backbone=dict(se_conv_cfg=dict(type='WNConv2d', per_output=False)),
     head=dict(type='FixNormClsHead', alpha=1.0))
 optim_wrapper = dict(optimizer=dict(lr=1.4))

@@ -1,32 +1,27 @@
-"""EfficientNet whose SE layers are weight-normalised (FixNorm paper App. C).
+"""EfficientNet whose SE layers are WN-FC layers (FixNorm paper App. C, Eq. 6).
 
 "Experiments in Table 2 also include architectures with SE-blocks, which have
 FC layers that are not followed by normalizations. [...] we simply replace
 these layers with WN-FC layers and add the weights into the norm-fixing
-process." An SE layer's FC layers are its two 1x1 convs; mmpretrain's
-``EfficientNet`` builds them inside ``make_layer`` without a conv type, so
-this subclass rebuilds them, with the same shapes, as ``se_conv_cfg``.
-At the first forward a WN layer's g equals ||v|| per output unit, so the
+process." WN-FC is Eq. 6: ``x^T W / ||W||_2 * g``, the norm of the whole
+weight and one scalar g (no cap). An SE layer's FC layers are its two 1x1
+convs; mmpretrain's ``EfficientNet`` builds them inside ``make_layer``
+without a conv type, so this subclass rebuilds them, with the same shapes
+and weights, as ``se_conv_cfg``. g = ||W|| whenever W is initialised, so the
 network computes exactly what the plain EfficientNet with the same weights
 computes.
 """
 from typing import Optional
 
-from mmcv.cnn import build_conv_layer
 from mmpretrain.models.backbones import EfficientNet
 from mmpretrain.models.utils import SELayer
 from mmpretrain.registry import MODELS
-from torch import nn
 
+from ..layers import rebuild_conv
 
-def rebuild_conv(conv: nn.Conv2d, conv_cfg: Optional[dict]) -> nn.Module:
-    """A conv of ``conv_cfg``'s type with ``conv``'s shape and weights."""
-    new = build_conv_layer(conv_cfg, conv.in_channels, conv.out_channels,
-                           conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                           dilation=conv.dilation, groups=conv.groups,
-                           bias=conv.bias is not None)
-    new.load_state_dict(conv.state_dict(), strict=False)  # a WN layer adds g
-    return new
+#: App. C's WN-FC (Eq. 6) as an SE conv type; ``dict(type='WNConv2d')`` is
+#: weight normalisation per output channel instead.
+SE_WN_FC = dict(type='WNConv2d', per_output=False)
 
 
 @MODELS.register_module()
@@ -35,12 +30,12 @@ class EfficientNetWNSE(EfficientNet):
 
     Args:
         se_conv_cfg: conv type of every SE layer's two 1x1 convs; default
-            ``dict(type='WNConv2d')``.
+            ``dict(type='WNConv2d', per_output=False)`` (WN-FC, Eq. 6);
+            ``dict(type='WNConv2d')`` normalises each output channel.
         Other arguments are those of mmpretrain's ``EfficientNet``.
     """
 
-    def __init__(self, *args, se_conv_cfg: Optional[dict] = dict(type='WNConv2d'),
-                 **kwargs) -> None:
+    def __init__(self, *args, se_conv_cfg: Optional[dict] = SE_WN_FC, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.se_conv_cfg = se_conv_cfg
         for module in self.modules():

@@ -2,6 +2,8 @@
 
     FixNorm-FC(x; W, g, alpha) = x^T W / ||W||_2 * min(g, alpha * sqrt(#class))   (10)
 
+(no bias: the logits are bounded by the cap alone; ``bias=True`` is an option).
+
 The final FC layer is the one layer of a classifier that no normalisation
 follows; Sec. 2.3 shows that what weight decay does there is to bound the
 logit scale and with it the cross-boundary risk (MCBR, Eq. 9). FixNorm-FC
@@ -50,20 +52,24 @@ class FixNormClsHead(DropoutLinearClsHead):
     Drop-in for ``LinearClsHead`` in any mmpretrain classifier: only ``type``
     and ``alpha`` change in a config. ``fc.weight`` is initialised like the
     plain head's (mmpretrain's ``Normal(std=0.01)`` matches ``FixNormLinear``
-    as an ``nn.Linear``), and g = ||W|| at the first forward, so at
-    initialisation the head computes what ``LinearClsHead`` computes as long
+    as an ``nn.Linear``) and g = ||W|| right after, so at initialisation the
+    head computes what ``LinearClsHead`` (with a zero bias) computes as long
     as ||W|| is below the cap ``alpha * sqrt(num_classes)``.
 
     Args:
         alpha: the paper's alpha; the cap on g is ``alpha * sqrt(num_classes)``.
+        bias: Eq. 10 has no bias (default ``False``); ``True`` adds one after
+            the capped scaling, which the cap does not bound.
         dropout_rate: see :class:`DropoutLinearClsHead`.
         Other arguments are those of ``LinearClsHead``.
     """
 
     def __init__(self, num_classes: int, in_channels: int, alpha: float,
-                 dropout_rate: float = 0., **kwargs) -> None:
+                 bias: bool = False, dropout_rate: float = 0., **kwargs) -> None:
+        if not isinstance(bias, bool):
+            raise TypeError(f'FixNormClsHead: bias must be True or False, got {bias!r}')
         super().__init__(num_classes, in_channels, dropout_rate=dropout_rate, **kwargs)
-        self.fc = FixNormLinear(self.in_channels, self.num_classes, alpha=alpha)
+        self.fc = FixNormLinear(self.in_channels, self.num_classes, alpha=alpha, bias=bias)
 
     @property
     def alpha(self) -> float:

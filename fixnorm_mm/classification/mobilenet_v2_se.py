@@ -10,8 +10,10 @@ The blocks are EfficientNet's (mmpretrain's ``InvertedResidual`` with an SE
 layer after the depthwise conv and stochastic depth on the residual branch)
 laid out as MobileNetV2's stages; the SE layer squeezes to a quarter of the
 block's *input* channels and uses swish then sigmoid, as EfficientNet does.
-With ``se_conv_cfg=dict(type='WNConv2d')`` the SE FC layers are
-weight-normalised, so that they join FixNorm's fixed set (paper App. C).
+With ``se_conv_cfg=dict(type='WNConv2d', per_output=False)`` the SE FC layers
+are WN-FC layers (Eq. 6: the whole weight's norm, one scalar g), so that they
+join FixNorm's fixed set (paper App. C); ``dict(type='WNConv2d')`` normalises
+each output channel instead.
 
 Channel widths are ``int(c * widen_factor)``, not rounded to multiples of 8:
 with the usual rounding, x1.12 turns the 16- and 24-channel early stages into
@@ -39,7 +41,8 @@ class MobileNetV2SE(MobileNetV2):
             the last conv has ``int(1280 * widen_factor)`` channels when > 1.
         se_ratio: squeeze channels = ``int(block input channels * se_ratio)``.
         se_conv_cfg: conv type of the SE layer's two 1x1 convs (its FC
-            layers); ``dict(type='WNConv2d')`` for FixNorm.
+            layers); ``dict(type='WNConv2d', per_output=False)`` (WN-FC,
+            Eq. 6) for FixNorm; ``None``: plain convs.
         drop_path_rate: stochastic depth rate of the last block, rising
             linearly from 0 over the 17 blocks (EfficientNet's rule).
         channel_divisor: None for ``int(c * widen_factor)`` channels, or round

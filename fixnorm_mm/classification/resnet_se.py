@@ -7,8 +7,10 @@ stem, average-pool downsampling) whose bottlenecks get an SE layer on the
 residual branch, as in SE-ResNet (Hu et al. 2018; squeeze ratio 16, which
 gives the 28.1M of Table 2), whose every activation is swish (stem, blocks,
 the SE layer's squeeze), and whose residual branches are dropped by
-stochastic depth. With ``se_conv_cfg=dict(type='WNConv2d')`` the SE FC layers
-are weight-normalised, so that they join FixNorm's fixed set (paper App. C).
+stochastic depth. With ``se_conv_cfg=dict(type='WNConv2d', per_output=False)``
+the SE FC layers are WN-FC layers (Eq. 6: the whole weight's norm, one scalar
+g), so that they join FixNorm's fixed set (paper App. C);
+``dict(type='WNConv2d')`` normalises each output channel instead.
 """
 from typing import Optional
 
@@ -60,7 +62,8 @@ class ResNetV1dSE(ResNetV1d):
         depth: 50, 101 or 152.
         se_ratio: squeeze ratio of the SE layers (channels // se_ratio).
         se_conv_cfg: conv type of the SE layers' two 1x1 convs (their FC
-            layers); ``dict(type='WNConv2d')`` for FixNorm.
+            layers); ``dict(type='WNConv2d', per_output=False)`` (WN-FC,
+            Eq. 6) for FixNorm; ``None``: plain convs.
         act_cfg: activation of the stem, the blocks and the SE squeeze.
         drop_path_rate: stochastic depth rate of the last block, rising
             linearly from 0 (mmpretrain's ResNet rule).

@@ -22,25 +22,20 @@ initialisation untouched:
 
 The focal-loss prior-probability bias ``-log((1 - pi) / pi)`` (mmdet's
 ``init_cfg`` override on ``retina_cls``) is kept: FixNorm-Conv adds its bias
-after scaling, and g starts at ||W||, so at initialisation both heads compute
-exactly what the plain ``RetinaHead`` with the same weights computes.
+after scaling. The convs are rebuilt from mmdet's with ``from_plain`` /
+``rebuild_conv`` (same stride, padding, dilation, groups), and every layer's
+g is set to ||W|| right after mmdet's ``init_cfg`` initialised W (see
+``fixnorm_mm/layers/normalized_layer.py``), so after ``init_weights()`` both
+heads compute exactly what the plain ``RetinaHead`` with the same weights
+computes.
 """
 from typing import Optional
 
-from mmcv.cnn import build_conv_layer
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.registry import MODELS
 from torch import nn
 
-from ..layers import FixNormConv2d
-
-
-def _rebuilt(conv: nn.Conv2d, conv_cfg: Optional[dict]) -> nn.Module:
-    """A conv of ``conv_cfg``'s type with ``conv``'s shape (and no weights to
-    copy: mmdet's ``init_cfg`` initialises the head after construction)."""
-    return build_conv_layer(conv_cfg, conv.in_channels, conv.out_channels,
-                            conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                            bias=conv.bias is not None)
+from ..layers import FixNormConv2d, rebuild_conv
 
 
 @MODELS.register_module()
@@ -61,10 +56,11 @@ class WNRetinaHead(RetinaHead):
         super()._init_layers()
         self.retina_cls = self._classifier(self.retina_cls)
         # regression is not classification: no cross-boundary risk, no FixNorm
-        self.retina_reg = _rebuilt(self.retina_reg, self.conv_cfg)
+        self.retina_reg = rebuild_conv(self.retina_reg, self.conv_cfg)
 
     def _classifier(self, plain: nn.Conv2d) -> nn.Module:
-        return _rebuilt(plain, self.conv_cfg)
+        """``retina_cls`` rebuilt: the same shape (dilation and groups too)."""
+        return rebuild_conv(plain, self.conv_cfg)
 
 
 @MODELS.register_module()
@@ -87,6 +83,4 @@ class FixNormRetinaHead(WNRetinaHead):
         super().__init__(num_classes, in_channels, **kwargs)
 
     def _classifier(self, plain: nn.Conv2d) -> nn.Module:
-        return FixNormConv2d(plain.in_channels, plain.out_channels, plain.kernel_size,
-                             alpha=self.alpha, stride=plain.stride, padding=plain.padding,
-                             bias=plain.bias is not None)
+        return FixNormConv2d.from_plain(plain, alpha=self.alpha)

@@ -7,21 +7,20 @@
 cap ``alpha * sqrt(C_out)`` bounds g and with it the cross-boundary risk
 (Sec. 2.3). The weight direction is scale-invariant, so W belongs to the set
 whose global norm Algo 1 keeps fixed. A bias, if any, is added after scaling
-(RetinaNet's prior-probability bias keeps its meaning).
+(RetinaNet's prior-probability bias keeps its meaning); Eq. 10 itself has none.
 
-g starts at ||W||: the layer then computes what the plain layer computes (as
-long as ||W|| is below the cap). Initialisers such as mmcv's ``normal_init``
-overwrite ``weight`` after construction, so g is re-synchronised with the
-weight at the first forward, unless it came from a ``state_dict``.
+g = ||W|| whenever W is initialised or loaded (see ``normalized_layer``), so a
+fresh layer computes what its plain twin computes while ||W|| is below the
+cap. The backward is analytic (``functional``): dL/dg is zero above the cap.
 """
 import math
 
-import torch
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .normalize import gain_over_norm, normalized_weight, weight_norm
+from .functional import normalized_conv2d, normalized_linear
+from .normalized_layer import NormalizedLayer
 
 
 def _check_alpha(alpha) -> float:
@@ -33,36 +32,10 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
-class _GainSync:
-    """g = ||W|| at the first forward, unless g was loaded or set by hand.
+class _FixNormMixin(NormalizedLayer):
+    """Shared part of FixNorm-FC and FixNorm-Conv: the cap and the scalar g."""
 
-    A plain Python flag, so the hot path does no host-device synchronisation.
-    """
     per_output = False
-
-    def _init_gain(self) -> None:
-        self.g = nn.Parameter(weight_norm(self.weight.detach(),
-                                          self.per_output).to(self.weight.dtype))
-        self._gain_synced = False
-
-    @torch.no_grad()
-    def sync_gain(self) -> None:
-        """Set g to the current ||W|| (the layer then equals its plain twin)."""
-        self.g.copy_(weight_norm(self.weight, self.per_output))
-        self._gain_synced = True
-
-    def _maybe_sync_gain(self) -> None:
-        if not self._gain_synced:
-            self.sync_gain()
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + 'g' in state_dict:
-            self._gain_synced = True
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-class _FixNormMixin(_GainSync):
-    """Shared part of FixNorm-FC and FixNorm-Conv: the cap and g."""
 
     def _init_fixnorm(self, alpha: float) -> None:
         self.alpha = _check_alpha(alpha)
@@ -72,12 +45,11 @@ class _FixNormMixin(_GainSync):
     @property
     def effective_scale(self) -> Tensor:
         """min(g, alpha * sqrt(C_out)): the norm the normalised weight gets."""
-        return torch.clamp(self.g.detach(), max=self.cap)
+        return self.g.detach().clamp(max=self.cap)
 
     def fixnorm_weight(self) -> Tensor:
         """W / ||W|| * min(g, cap): the weight of the equivalent plain layer."""
-        self._maybe_sync_gain()
-        return normalized_weight(self.weight, self.g, per_output=False, cap=self.cap)
+        return self.folded_weight()
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', alpha={self.alpha}, cap={self.cap:.4g}'
@@ -85,21 +57,24 @@ class _FixNormMixin(_GainSync):
 
 @MODELS.register_module()
 class FixNormLinear(_FixNormMixin, nn.Linear):
-    """FixNorm-FC, Eq. 10: ``x^T W / ||W|| * min(g, alpha * sqrt(out_features)) + b``."""
+    """FixNorm-FC, Eq. 10: ``x^T W / ||W|| * min(g, alpha * sqrt(out_features)) + b``.
+
+    ``bias=True`` as in ``nn.Linear``; Eq. 10 is ``bias=False``.
+    """
 
     def __init__(self, in_features: int, out_features: int, alpha: float,
                  bias: bool = True, **kwargs) -> None:
         super().__init__(in_features, out_features, bias=bias, **kwargs)
         self._init_fixnorm(alpha)
 
+    @classmethod
+    def from_plain(cls, linear: nn.Linear, alpha: float) -> 'FixNormLinear':
+        """FixNorm-FC with ``linear``'s shape, bias, weights (g = ||W||), device,
+        dtype, ``requires_grad`` and mode."""
+        return cls._from_plain(linear, alpha=alpha)
+
     def forward(self, x: Tensor) -> Tensor:
-        self._maybe_sync_gain()
-        scale = gain_over_norm(self.weight, self.g, per_output=False, cap=self.cap)
-        # Eq. 10 as written: scale the output, which is smaller than the weight
-        # for a classifier (batch x classes vs. features x classes)
-        y = F.linear(x, self.weight)
-        y = y * scale.to(y.dtype)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+        return normalized_linear(x, self.weight, self.g, self.bias, cap=self.cap)
 
 
 @MODELS.register_module('FixNormConv')
@@ -118,5 +93,21 @@ class FixNormConv2d(_FixNormMixin, nn.Conv2d):
                          bias=bias, **kwargs)
         self._init_fixnorm(alpha)
 
+    @classmethod
+    def from_plain(cls, conv: nn.Conv2d, alpha: float) -> 'FixNormConv2d':
+        """FixNorm-Conv with ``conv``'s shape (stride, padding, dilation, groups,
+        padding mode), bias, weights (g = ||W||), device, dtype,
+        ``requires_grad`` and mode."""
+        return cls._from_plain(conv, alpha=alpha)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.fixnorm_weight(), self.bias)
+        x, padding = _padded(self, x)
+        return normalized_conv2d(x, self.weight, self.g, self.bias, self.stride, padding,
+                                 self.dilation, self.groups, cap=self.cap)
+
+
+def _padded(conv: nn.Conv2d, x: Tensor):
+    """``x`` padded as ``conv.padding_mode`` says, and the padding left to the conv."""
+    if conv.padding_mode == 'zeros':
+        return x, conv.padding
+    return F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode), 0

@@ -72,8 +72,7 @@ class BaseOCHead(BaseDecodeHead):
         if classifier_cfg is not None:
             # BaseDecodeHead hard-codes nn.Conv2d; its init_cfg (Normal, std
             # 0.01, override conv_seg) still initialises the replacement, and a
-            # FixNorm/WN layer re-synchronises g with that weight at its first
-            # forward.
+            # FixNorm/WN layer sets g = ||W|| right after (layers/normalized_layer.py).
             self.conv_seg = build_pixel_classifier(classifier_cfg, self.channels,
                                                    self.out_channels)
 

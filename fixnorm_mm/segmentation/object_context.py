@@ -74,9 +74,8 @@ class ObjectContextBlock(SelfAttentionBlock):
             # W = g v / ||v||: with v = 0 both dW/dv (prop. to g / ||v||) and
             # dW/dg (= v / ||v||) vanish and the layer would stay dead. Keep the
             # random direction v and zero the gain: the output is zero all the
-            # same and g learns. sync_gain() first marks g as set, so that the
-            # first forward does not re-synchronise it to ||v||.
-            out.sync_gain()
+            # same and g learns. A g set from outside is never re-synchronised
+            # to ||v|| (not by init_weights, an init_cfg or a forward).
             with torch.no_grad():
                 out.g.zero_()
                 if out.bias is not None:
