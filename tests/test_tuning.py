@@ -2,7 +2,9 @@
 
 The algorithm is checked on synthetic objectives against what Algo 2
 prescribes; the tool runs real trainings of configs/toy through
-tools/train.py, in parallel, is killed mid-sweep and resumed.
+tools/train.py, in parallel, is killed mid-sweep and resumed, and two of its
+trainings are SIGKILLed (ToyKillHook) and retried. tests/test_sweep_faults.py
+covers every other fault on a synthetic trainer.
 """
 import glob
 import json
@@ -20,10 +22,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from fixnorm_mm.tuning import (PAPER_LR_RANGES, BOWDTune, FixNormTune, TrainingLauncher,
-                               TrialFailed, TrialOutcome, TrialStore, default_storage, find_key,
-                               load_result, lr_probes, read_metric, rescale_scheduler,
-                               scale_schedule, trial_key)
+from fixnorm_mm.tuning import (PAPER_LR_RANGES, BOWDTune, FixNormTune, SweepConfigError,
+                               TrainingLauncher, TrialFailed, TrialOutcome, TrialStore,
+                               default_storage, find_key, load_result, lr_probes, read_metric,
+                               rescale_scheduler, scale_schedule, trial_key)
 from fixnorm_mm.tuning.launcher import format_option, training_divergence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -471,7 +473,10 @@ def test_metric_and_divergence_are_read_from_the_runs_own_log(tmp_path):
         ' "data_time": 0.1, "step": 20}\n{"lr": 0.1, "loss": 2.0, "step": 30}\n')
     assert read_metric(str(tmp_path)) == (0.31, 'coco/bbox_mAP')  # newest run, last eval
     assert read_metric(str(tmp_path), 'coco/bbox_mAP_50') == (0.5, 'coco/bbox_mAP_50')
-    with pytest.raises(TrialFailed, match="'mIoU'"):
+    # a metric the runs do not log is a mistake of the sweep, not of the trial
+    with pytest.raises(SweepConfigError, match=r"--metric 'mIoU' is not a metric the runs log; "
+                       r"the evaluation logged \['coco/bbox_mAP', 'coco/bbox_mAP_50', "
+                       r"'data_time'\]"):
         read_metric(str(tmp_path), 'mIoU')
     assert training_divergence(str(tmp_path)) is None
     with open(new / 'scalars.json', 'a') as f:
@@ -492,13 +497,20 @@ def _finished(storage):
     return done, trials
 
 
-def test_tool_runs_parallel_trials_survives_a_kill_and_a_failing_trial(tmp_path):
+def test_tool_runs_parallel_trials_survives_kills_and_a_failing_trial(tmp_path):
     # the toy task with 40 iterations at T_max; a NaN is injected into every
     # training whose lr exceeds 1.0, which FixNorm's finite-norm check turns
-    # into a crash (FloatingPointError), as for a real divergence
+    # into a crash (FloatingPointError), as for a real divergence; two trainings
+    # of round 1 SIGKILL themselves once, as the OOM killer would: lr 0.85
+    # before iteration 25, lr 0.1 in the middle of saving its iteration-20
+    # checkpoint
     config = tmp_path / 'toy_fault.py'
-    config.write_text("_base_ = 'fixnorm_mm::toy/toy_fixnorm.py'\n"
-                      "custom_hooks = [dict(type='ToyNaNHook', lr_above=1.0)]\n")
+    config.write_text(
+        "_base_ = 'fixnorm_mm::toy/toy_fixnorm.py'\n"
+        "custom_hooks = [dict(type='ToyNaNHook', lr_above=1.0),\n"
+        "                dict(type='ToyKillHook', at_iter=25, lr=0.85, alpha=1.0, max_iters=40),\n"
+        "                dict(type='ToyKillHook', at_iter=20, lr=0.1, alpha=1.0, max_iters=40,\n"
+        "                     during_save=True)]\n")
     opts = scale_schedule(Config.fromfile(str(config)), 0.125)
     opts.update({'val_dataloader.dataset.num_samples': 256,
                  'default_hooks.checkpoint.interval': 10,
@@ -578,6 +590,25 @@ def test_tool_runs_parallel_trials_survives_a_kill_and_a_failing_trial(tmp_path)
     # trials the kill interrupted were failed without an error and run again
     interrupted = [t for t in trials if t.state.name == 'FAIL' and 'error' not in t.user_attrs]
     assert all(t.user_attrs['key'] in {d.user_attrs['key'] for d in done} for t in interrupted)
+    # the killed trainings were run again at once (--retries 1), from their newest
+    # complete checkpoint, and their failed attempts are not results
+    killed = {t.user_attrs['key']: t.user_attrs for t in trials if 'interrupted' in t.user_attrs}
+    assert killed['lr0.85_alpha1_budget1']['interrupted'] == 'killed by SIGKILL'
+    assert killed['lr0.1_alpha1_budget1']['interrupted'] == \
+        'killed by SIGKILL while saving a checkpoint'
+    assert {a['signal'] for a in killed.values()} == {'SIGKILL'}
+    for key, resumed_from in (('lr0.85_alpha1_budget1', 'iter_20.pth'),
+                              ('lr0.1_alpha1_budget1', 'iter_10.pth')):
+        assert f'[fixnorm-tune] {key}: {killed[key]["interrupted"]}; running it again (1/1)' \
+            in second.stdout
+        log = open(osp.join(work_dir, 'trials', 'fixnorm-tune', key, 'trial.log')).read()
+        last = log.rsplit('\n# ', 1)[1]
+        assert last.split(': ')[0].endswith('resumed') and resumed_from in last, key
+    # ... and gave what a training that was never killed gives
+    reference = TrainingLauncher(TOY, cfg_options=opts).run(
+        str(tmp_path / 'reference'), {'optim_wrapper.optimizer.lr': 0.85, 'model.alpha': 1.0})
+    assert reference.metric == next(t.metric for t in result.trials
+                                    if (t.lr, t.alpha, t.budget) == (0.85, 1.0, 1.0))
     for name in ('fixnorm-tune_trials.md', 'fixnorm-tune_trials.csv', 'fixnorm-tune.png'):
         assert (work_dir / name).stat().st_size > 0
     table = (work_dir / 'fixnorm-tune_trials.md').read_text()

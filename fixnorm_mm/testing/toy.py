@@ -17,6 +17,8 @@ Registered (mmengine's root registries, once, here):
   ``fc_type`` (:data:`FC_TYPES`: plain FC, WN-FC, FixNorm-FC).
 * ``ToyAccuracy`` (METRICS): top-1 accuracy in percent under ``key``.
 * ``ToyNaNHook`` (HOOKS): makes a training fail the way a diverging one fails.
+* ``ToyKillHook`` (HOOKS): SIGKILLs its own training once (at an iteration,
+  or in the middle of a checkpoint save), as the OOM killer does.
 
 A sample is ``dict(inputs=image, data_samples=BaseDataElement(gt_label=(1,)
 tensor))``; every model of :class:`ToyClassifier` (here and in
@@ -24,6 +26,9 @@ tensor))``; every model of :class:`ToyClassifier` (here and in
 or ``default_collate``. :func:`runner_cfg` is the config of the core's Runner
 tests.
 """
+import os
+import os.path as osp
+import signal
 import uuid
 from typing import Optional, Sequence
 
@@ -259,6 +264,72 @@ class ToyNaNHook(Hook):
             conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
             with torch.no_grad():
                 conv.weight.view(-1)[0] = float('nan')
+
+
+@HOOKS.register_module()
+class ToyKillHook(Hook):
+    """Kills its own training with SIGKILL, as the kernel's OOM killer does,
+    on the first attempt only: for the tests of what a sweep does with a
+    killed trial (it must run it again, resuming, and get the same result).
+
+    The training is killed if its configured lr is ``lr``, its
+    ``train_cfg.max_iters`` is ``max_iters`` and its ``model.alpha`` is
+    ``alpha`` (each: any if None):
+
+    * ``during_save=False``: before iteration ``at_iter`` (1-based) runs;
+    * ``during_save=True``: in the middle of the first checkpoint save at or
+      after iteration ``at_iter``: the checkpoint file being written (the
+      temporary file of :class:`~fixnorm_mm.engine.checkpoint_hook.AtomicCheckpointHook`)
+      is cut to half its length, then the process is killed.
+
+    "First attempt": the hook writes ``<work_dir>/toy_kill_hook.killed``
+    before killing and does nothing when that file exists.
+    """
+    MARK = 'toy_kill_hook.killed'
+
+    def __init__(self, at_iter: int, lr: Optional[float] = None,
+                 max_iters: Optional[int] = None, alpha: Optional[float] = None,
+                 during_save: bool = False) -> None:
+        if not isinstance(at_iter, int) or at_iter < 1:
+            raise ValueError(f'ToyKillHook: at_iter must be an int >= 1, got {at_iter!r}')
+        self.at_iter, self.lr, self.max_iters = at_iter, lr, max_iters
+        self.alpha, self.during_save = alpha, during_save
+
+    def _armed(self, runner) -> bool:
+        if osp.exists(osp.join(runner.work_dir, self.MARK)):
+            return False
+        group = runner.optim_wrapper.optimizer.param_groups[0]
+        base_lr = group.get('initial_lr', group['lr'])
+        if self.lr is not None and abs(base_lr - self.lr) > 1e-9 * max(1.0, abs(self.lr)):
+            return False
+        if self.alpha is not None and runner.cfg.get('model', {}).get('alpha') != self.alpha:
+            return False
+        return self.max_iters is None or runner.max_iters == self.max_iters
+
+    def _kill(self, runner) -> None:
+        with open(osp.join(runner.work_dir, self.MARK), 'w') as f:
+            f.write(f'killed at iteration {runner.iter + 1}\n')
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def before_train(self, runner) -> None:
+        if not (self.during_save and self._armed(runner)):
+            return
+        save = runner.save_checkpoint
+
+        def dying_save(out_dir, filename, *args, **kwargs):
+            save(out_dir, filename, *args, **kwargs)
+            if runner.iter + 1 < self.at_iter:
+                return
+            path = osp.join(out_dir, filename)
+            with open(path, 'r+b') as f:  # what a kill during the write leaves
+                f.truncate(osp.getsize(path) // 2)
+            self._kill(runner)
+
+        runner.save_checkpoint = dying_save
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if not self.during_save and runner.iter + 1 == self.at_iter and self._armed(runner):
+            self._kill(runner)
 
 
 # ----------------------------------------------------------------------------- config

@@ -17,6 +17,13 @@ paper's Fig. 5.
     fixnorm-tune WD_CONFIG --method bo-wd --n-trials 25
 
 (``python -m fixnorm_mm.tools.tune`` and ``tools/fixnorm_tune.py`` are the same tool.)
+
+Exit status: 0 done; 2 a mistake every trial would hit (an option, an
+``--lr-key``/``--alpha-key`` not in the config, a ``--metric`` the runs do
+not log): nothing is recorded for it, correct it and rerun; 3 a trial was
+killed (signal, OOM killer, death while saving a checkpoint) more often than
+``--retries`` allows: rerun the same command, it resumes. docs/scale.md lists
+every fault and what happens.
 """
 import argparse
 import os
@@ -27,8 +34,17 @@ from mmengine.config import DictAction
 
 from fixnorm_mm.tools.configs import resolve_config
 from fixnorm_mm.tuning import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, PAPER_WD_RANGE,
-                               BOWDTune, FixNormTune, TrainingLauncher, default_storage,
-                               load_result, run_bo_wd, run_fixnorm_tune, summary, write_report)
+                               BOWDTune, FixNormTune, SweepConfigError, SweepInterrupted,
+                               TrainingLauncher, TrialStore, default_storage, load_result,
+                               run_bo_wd, run_fixnorm_tune, summary, write_report)
+from fixnorm_mm.tuning.store import StorageError
+
+#: Exit status of a sweep stopped by a mistake in its arguments or config
+#: (nothing recorded for it: correct and rerun) ...
+EXIT_CONFIG = 2
+#: ... and of one whose trials were interrupted (killed) more than --retries
+#: allows (rerun the same command: they resume).
+EXIT_INTERRUPTED = 3
 
 
 def guess_task(config: str) -> str:
@@ -97,6 +113,10 @@ def parse_args(argv=None):
                    help='seconds between looks at a trial another worker runs')
     g.add_argument('--retry-failed', action='store_true',
                    help='run crashed/diverged trials again instead of keeping their failure')
+    g.add_argument('--retries', type=int, default=1,
+                   help='how often a trial that is killed (signal, OOM killer, death while '
+                        'saving a checkpoint) is run again in this sweep, resuming from its '
+                        'checkpoint; a rerun of the command retries it again (default 1)')
     g.add_argument('--compare', nargs='*', default=[],
                    help='<method>_result.json files of other sweeps to plot alongside')
     return p.parse_args(argv)
@@ -111,25 +131,43 @@ def main(argv=None) -> int:
     os.makedirs(work_dir, exist_ok=True)
     storage = args.storage or default_storage(work_dir)
     study = args.study_name or args.method
-    launcher = TrainingLauncher(
-        args.config, metric=args.metric, cfg_options=args.cfg_options, launcher=args.launcher,
-        gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial,
-        parallel=args.parallel, partition=args.partition, gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task, srun_args=args.srun_args)
-    store_kwargs = dict(heartbeat_interval=args.heartbeat, grace_period=args.grace_period,
-                        poll_interval=args.poll)
-    lr_range = args.lr_range or PAPER_LR_RANGES[task]
-    if args.method == 'fixnorm-tune':
-        tuner = FixNormTune(lr_range, args.k, args.budgets, args.alphas,
-                            later_rounds=args.later_rounds)
-        result = run_fixnorm_tune(tuner, launcher, work_dir, storage, study, args.lr_key,
-                                  args.alpha_key, retry_failed=args.retry_failed,
-                                  **store_kwargs)
-    else:
-        tuner = BOWDTune(lr_range, args.wd_range, args.n_trials, sampler=args.sampler,
-                         n_startup_trials=args.n_startup_trials, seed=args.seed)
-        result = run_bo_wd(tuner, launcher, work_dir, storage, study, args.lr_key,
-                           args.wd_key, **store_kwargs)
+    prog = 'fixnorm-tune'
+    try:  # the arguments: one line naming the option, before anything runs
+        launcher = TrainingLauncher(
+            args.config, metric=args.metric, cfg_options=args.cfg_options,
+            launcher=args.launcher, gpus_per_trial=args.gpus_per_trial,
+            procs_per_trial=args.procs_per_trial, parallel=args.parallel,
+            partition=args.partition, gpus_per_node=args.gpus_per_node,
+            cpus_per_task=args.cpus_per_task, srun_args=args.srun_args)
+        store_kwargs = dict(heartbeat_interval=args.heartbeat, grace_period=args.grace_period,
+                            poll_interval=args.poll)
+        TrialStore.check_options(**store_kwargs)
+        if args.retries < 0:
+            raise ValueError(f'--retries must be >= 0, got {args.retries}')
+        lr_range = args.lr_range or PAPER_LR_RANGES[task]
+        if args.method == 'fixnorm-tune':
+            tuner = FixNormTune(lr_range, args.k, args.budgets, args.alphas,
+                                later_rounds=args.later_rounds)
+        else:
+            tuner = BOWDTune(lr_range, args.wd_range, args.n_trials, sampler=args.sampler,
+                             n_startup_trials=args.n_startup_trials, seed=args.seed)
+    except ValueError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.method == 'fixnorm-tune':
+            result = run_fixnorm_tune(tuner, launcher, work_dir, storage, study, args.lr_key,
+                                      args.alpha_key, retry_failed=args.retry_failed,
+                                      retries=args.retries, **store_kwargs)
+        else:
+            result = run_bo_wd(tuner, launcher, work_dir, storage, study, args.lr_key,
+                               args.wd_key, retries=args.retries, **store_kwargs)
+    except (SweepConfigError, StorageError) as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return EXIT_CONFIG
+    except SweepInterrupted as err:
+        print(f'{prog}: interrupted: {err}', file=sys.stderr)
+        return EXIT_INTERRUPTED
     metric = next((t.info.get('metric_name') for t in result.trials
                    if t.info.get('metric_name')), args.metric or 'metric')
     others = [load_result(p) for p in args.compare]

@@ -8,9 +8,13 @@
 * :func:`scale_schedule` — the ``--cfg-options`` of a budget: the whole schedule
   (length, warm-up, milestones, cosine/poly ends) shrunk; :func:`rescale_scheduler`
   does the arithmetic for one scheduler.
-* :class:`TrainingLauncher`, :class:`TrialStore`, :func:`run_fixnorm_tune`,
-  :func:`run_bo_wd` — real trainings as trials, parallel, resumable, shared
-  through an Optuna storage (``tools/fixnorm_tune.py``).
+* :class:`TrainingLauncher`, :class:`TrialStore`, :class:`TrialScheduler`,
+  :func:`run_fixnorm_tune`, :func:`run_bo_wd` — real trainings as trials,
+  parallel, resumable, shared through an Optuna storage by several workers
+  (``fixnorm-tune``). How a trial ended decides what a rerun does:
+  :class:`TrialFailed` (a result, kept), :class:`TrialInterrupted` (killed:
+  run again), :class:`SweepConfigError` (a mistake every trial would hit:
+  the sweep stops, nothing kept).
 * :func:`write_report` — tables and Fig. 5-like plots.
 
 Optuna and matplotlib are imported only where they are used.
@@ -18,16 +22,19 @@ Optuna and matplotlib are imported only where they are used.
 from .bo_wd import PAPER_WD_RANGE, BOWDTune
 from .fixnorm_tune import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, FixNormTune,
                            lr_probes)
-from .launcher import KNOWN_METRICS, TrainingLauncher, find_key, read_metric
+from .launcher import KNOWN_METRICS, TrainingLauncher, classify_exit, find_key, read_metric
 from .report import load_result, plot, summary, write_report
 from .schedule import rescale_scheduler, scale_schedule
-from .store import TrialStore, default_storage, trial_key
+from .scheduler import TrialScheduler
+from .store import TrialBusy, TrialStore, default_storage, trial_key
 from .sweep import run_bo_wd, run_fixnorm_tune
-from .trial import Trial, TrialFailed, TrialOutcome, TuneResult
+from .trial import (SweepConfigError, SweepInterrupted, Trial, TrialFailed, TrialInterrupted,
+                    TrialOutcome, TuneResult)
 
 __all__ = ['FixNormTune', 'BOWDTune', 'lr_probes', 'PAPER_ALPHAS', 'PAPER_BUDGETS',
            'PAPER_LR_RANGES', 'PAPER_WD_RANGE', 'scale_schedule', 'rescale_scheduler',
            'TrainingLauncher', 'KNOWN_METRICS', 'read_metric', 'find_key', 'TrialStore',
            'default_storage', 'trial_key', 'run_fixnorm_tune', 'run_bo_wd', 'write_report',
            'plot', 'summary', 'load_result', 'Trial', 'TrialFailed', 'TrialOutcome',
-           'TuneResult']
+           'TuneResult', 'TrialInterrupted', 'SweepConfigError', 'SweepInterrupted',
+           'TrialScheduler', 'TrialBusy', 'classify_exit']

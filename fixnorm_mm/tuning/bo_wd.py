@@ -16,7 +16,8 @@ continues until ``n_trials`` trials have finished.
 import math
 from typing import Callable, Optional, Sequence
 
-from .trial import Trial, TrialFailed, TuneResult, call_objective, check_range
+from .trial import (SweepInterrupted, Trial, TrialFailed, TrialInterrupted, TuneResult,
+                    call_objective, check_range)
 
 #: Sec. 3.1.
 PAPER_WD_RANGE = (1e-5, 5e-4)
@@ -80,7 +81,8 @@ class BOWDTune:
 
     def run(self, objective: Callable, study=None, n_jobs: int = 1,
             before_trial: Optional[Callable] = None,
-            callback: Optional[Callable[[Trial], None]] = None) -> TuneResult:
+            callback: Optional[Callable[[Trial], None]] = None,
+            retries: int = 1) -> TuneResult:
         """Run trials until ``n_trials`` have finished in ``study``.
 
         Args:
@@ -90,9 +92,15 @@ class BOWDTune:
             before_trial: called with each Optuna trial before it runs (e.g. to
                 record where its logs go).
             callback: called with each :class:`Trial` this call ran.
+            retries: trials the objective may report as interrupted
+                (:class:`TrialInterrupted`: no result; they do not count and a
+                new trial takes their place) before the run stops with
+                :class:`SweepInterrupted`.
         """
-        import optuna
+        import threading
         study = study if study is not None else self.create_study()
+        lock = threading.Lock()
+        interrupted: list = []
 
         def optuna_objective(trial):
             lr = trial.suggest_float('lr', *self.lr_range, log=True)
@@ -100,7 +108,16 @@ class BOWDTune:
             trial.set_user_attr('budget', self.budget)
             if before_trial is not None:
                 before_trial(trial)
-            metric, failed, info = call_objective(objective, lr, wd, self.budget)
+            try:
+                metric, failed, info = call_objective(objective, lr, wd, self.budget)
+            except TrialInterrupted as err:
+                # FAIL without 'error': not finished, does not count
+                for k, v in dict(err.info, interrupted=err.reason).items():
+                    trial.set_user_attr(k, v)
+                with lock:
+                    interrupted.append(f'trial {trial.number} (lr={lr:.4g}, '
+                                       f'weight_decay={wd:.3g}): {err.reason}')
+                raise
             for k, v in info.items():
                 trial.set_user_attr(k, v)
             if callback is not None:
@@ -111,13 +128,18 @@ class BOWDTune:
             return metric
 
         def stop_when_done(study, _trial):
-            if len(self.finished(study)) >= self.n_trials:
+            if len(self.finished(study)) >= self.n_trials or len(interrupted) > retries:
                 study.stop()
 
         while len(self.finished(study)) < self.n_trials:
+            if len(interrupted) > retries:
+                raise SweepInterrupted(
+                    f'BO+WD: {len(interrupted)} trials ended without a result '
+                    f'({"; ".join(interrupted)}); --retries {retries} allows {retries}. The '
+                    'finished trials are kept; run the same command again to go on.')
             remaining = self.n_trials - len(self.finished(study))
             study.optimize(optuna_objective, n_trials=remaining, n_jobs=n_jobs,
-                           catch=(TrialFailed,), callbacks=[stop_when_done])
+                           catch=(TrialFailed, TrialInterrupted), callbacks=[stop_when_done])
         return self.result(study)
 
     def result(self, study) -> TuneResult:

@@ -148,8 +148,20 @@ class FixNormTune:
         return _clean(self.K * sum(self.budgets)
                       + (len(self.alphas) - 1) * self.budgets[-1])
 
+    def known_points(self, r: int) -> List[tuple]:
+        """The trials ``(lr, alpha, budget)`` of lr round ``r`` that Algo 2 runs
+        whatever the earlier rounds find, so a scheduler may start them on
+        slots an earlier round leaves idle: under the inclusive rule (K >= 2) a
+        later round's range always starts at lr_min, at alpha_0 (lr rounds
+        keep alpha_0) and T_r; nothing for round 0, the last round or the
+        interior rule."""
+        if not 1 <= r < len(self.budgets) or self.later_rounds != 'inclusive' or self.K < 2:
+            return []
+        return [(_clean(self.lr_range[0]), self.alphas[0], self.budgets[r])]
+
     def run(self, objective: Callable, map: Callable = map,
-            callback: Optional[Callable[[Trial], None]] = None) -> TuneResult:
+            callback: Optional[Callable[[Trial], None]] = None,
+            prefetch: Optional[Callable[[Callable, List[tuple]], None]] = None) -> TuneResult:
         """Run Algo 2.
 
         Args:
@@ -157,15 +169,23 @@ class FixNormTune:
             map: evaluates one round's independent trials, ``map(fn, items)``;
                 pass ``ThreadPoolExecutor(n).map`` to run them in parallel.
             callback: called with each :class:`Trial` once it is recorded.
+            prefetch: told before each lr round r, as ``prefetch(fn,
+                known_points(r + 1))``, which trials of the next round do not
+                depend on this one (a scheduler such as
+                :class:`~fixnorm_mm.tuning.scheduler.TrialScheduler` runs them
+                on idle slots; ``map`` later asks for them like any other).
 
         Ties go to the first (smallest) lr or alpha; failed trials never win.
         """
         trials: List[Trial] = []
         probes: List[List[float]] = []
 
+        def fn(p):
+            return call_objective(objective, *p)
+
         def evaluate(points: Iterable[tuple], round_) -> List[Trial]:
             points = list(points)
-            outs = list(map(lambda p: call_objective(objective, *p), points))
+            outs = list(map(fn, points))
             done = []
             for (lr, alpha, budget), (metric, failed, info) in zip(points, outs):
                 t = Trial(self.method, round_, lr, budget, metric, failed, alpha=alpha, info=info)
@@ -183,6 +203,8 @@ class FixNormTune:
             lrs = lr_probes(lr_min, lr_max, self.K, first_round=(r == 0),
                             later_rounds=self.later_rounds)              # line 2
             probes.append(lrs)
+            if prefetch is not None:
+                prefetch(fn, self.known_points(r + 1))
             done = evaluate([(lr, alpha_best, budget) for lr in lrs], r)  # line 3
             best = _argmax(done)                                         # line 4
             if best is None:

@@ -26,12 +26,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..engine.checkpoint_hook import find_resumable_checkpoint
 from ..tools.dist import srun_command, torchrun_command
 from .schedule import scale_schedule
-from .trial import TrialFailed, TrialOutcome
+from .trial import SweepConfigError, TrialFailed, TrialInterrupted, TrialOutcome
 
 #: Metrics that OpenMMLab tasks log at evaluation, by preference (mmpretrain,
 #: mmdet, mmseg); ``--metric`` names any other.
@@ -59,7 +61,9 @@ def read_metric(work_dir: str, metric: Optional[str] = None) -> Tuple[float, str
 
     Reads the newest run directory (``<timestamp>/vis_data/scalars.json``)
     that has one; ``metric=None`` takes the first of :data:`KNOWN_METRICS`
-    that the evaluation logged.
+    that the evaluation logged. A run that finished without logging the
+    metric raises :class:`SweepConfigError`: every trial of the sweep would
+    miss it (a misspelt ``--metric``, a config that does not evaluate).
     """
     runs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     seen = set()
@@ -69,14 +73,22 @@ def read_metric(work_dir: str, metric: Optional[str] = None) -> Tuple[float, str
         for rec in reversed(records):
             if 'loss' in rec or 'lr' in rec:
                 continue  # a training record
-            seen.update(rec)
+            seen.update(k for k in rec if k != 'step')
             names = [metric] if metric else [k for k in KNOWN_METRICS if k in rec]
             if names and names[0] in rec:
                 return float(rec[names[0]]), names[0]
-    want = repr(metric) if metric else f'any of {KNOWN_METRICS}'
-    raise TrialFailed(f'the run logged no evaluation metric {want} in {work_dir}/*/vis_data/'
-                      f'scalars.json (evaluation keys seen: {sorted(seen) or "none"}); '
-                      'pass --metric NAME')
+    if not seen:
+        raise SweepConfigError(
+            f'the trial finished training but logged no evaluation ({work_dir}/*/vis_data/'
+            'scalars.json has no evaluation record): check val_dataloader, val_cfg and '
+            "val_evaluator of the config, and that train_cfg's val_interval is reached")
+    if metric:
+        raise SweepConfigError(
+            f'--metric {metric!r} is not a metric the runs log; the evaluation logged '
+            f'{sorted(seen)} ({work_dir}/*/vis_data/scalars.json)')
+    raise SweepConfigError(
+        f'the runs log none of {list(KNOWN_METRICS)}; pass --metric NAME, one of '
+        f'{sorted(seen)} ({work_dir}/*/vis_data/scalars.json)')
 
 
 def training_divergence(work_dir: str) -> Optional[str]:
@@ -94,18 +106,153 @@ def training_divergence(work_dir: str) -> Optional[str]:
     return None
 
 
-def error_summary(log_path: str, max_lines: int = 400) -> str:
-    """The exception a failed run ended with (the last ``SomethingError: ...``
-    line of its log), or its last line."""
+# ------------------------------------------------------------ why a trial ended
+#: A line the launcher writes into ``trial.log`` before each attempt.
+ATTEMPT_HEADER = re.compile(r'^# \d{4}-\d\d-\d\d \d\d:\d\d:\d\d (started|resumed): ')
+#: Signals sent to a process from outside (the OOM killer, ``kill``, Ctrl-C,
+#: a scheduler's time limit or preemption): the trial did nothing wrong.
+KILL_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                signal.SIGXCPU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE}
+#: torchrun's report of a child that died of a signal, and a scheduler's
+#: (Slurm's) report of a job that was killed.
+_CHILD_SIGNAL = (re.compile(r'Signal (\d+) \(SIG\w+\) received by PID'),
+                 re.compile(r'exitcode\s*:\s*-(\d+)'))
+_SCHEDULER_KILL = re.compile(r'oom[-_ ]kill|Out Of Memory|task \d+: Killed|CANCELLED AT .* DUE TO'
+                             r'|DUE TO (TIME LIMIT|PREEMPTION|NODE FAIL)', re.IGNORECASE)
+_OOM_ERROR = re.compile(r'OutOfMemoryError|out of memory|^MemoryError\b', re.IGNORECASE)
+_RANK_PREFIX = re.compile(r'^\[(default)?\d+\]:\s?|^\[rank\d+\]:\s?')
+
+
+def attempt_log(log_path: str, max_chars: int = 2_000_000) -> str:
+    """What the last attempt of a trial printed: ``trial.log`` from the last
+    line the launcher wrote before starting or resuming it."""
     try:
         with open(log_path, errors='replace') as f:
-            lines = [line.rstrip() for line in f.readlines()[-max_lines:] if line.strip()]
+            f.seek(max(0, osp.getsize(log_path) - max_chars))
+            lines = f.read().splitlines()
     except OSError:
-        return 'no log'
-    for line in reversed(lines):
-        if re.match(r'^[\w.]*(Error|Exception|Interrupt)\b', line):
-            return line[:500]
-    return lines[-1][:500] if lines else 'empty log'
+        return ''
+    start = max((i for i, line in enumerate(lines) if ATTEMPT_HEADER.match(line)), default=-1)
+    return '\n'.join(lines[start + 1:])
+
+
+def last_exception(text: str) -> Tuple[Optional[str], List[str]]:
+    """``(exception line, frame names)`` of the last Python traceback in
+    ``text`` that is not torchrun's summary (``ChildFailedError``), e.g.
+    ``('FloatingPointError: FixNorm: ...', ['<module>', 'main', ..., 'step'])``;
+    ``(None, [])`` if there is none."""
+    found: Tuple[Optional[str], List[str]] = (None, [])
+    lines = [_RANK_PREFIX.sub('', line.rstrip()) for line in text.splitlines()]
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith('Traceback (most recent call last)'):
+            i += 1
+            continue
+        frames = []
+        i += 1
+        while i < len(lines) and (not lines[i] or lines[i][0].isspace()):
+            m = re.match(r'\s+File ".*", line \d+, in (\S+)', lines[i])
+            if m:
+                frames.append(m.group(1))
+            i += 1
+        if i < len(lines) and 'ChildFailedError' not in lines[i]:
+            found = (lines[i].strip()[:500], frames)
+    return found
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f'signal {signum}'
+
+
+def classify_exit(returncode: int, log_text: str, work_dir: Optional[str] = None
+                  ) -> Tuple[str, str, Dict[str, Any]]:
+    """Why a trial's process ended with a non-zero ``returncode``.
+
+    Returns ``(kind, reason, info)``. ``kind`` is ``'interrupted'`` (no
+    result, run it again: killed by a signal from outside, by the OOM killer
+    or a scheduler, out of memory, or died while saving a checkpoint) or
+    ``'failed'`` (a result: a Python error of the training, e.g. the
+    ``FloatingPointError`` of a diverging FixNorm run, or a crash such as
+    SIGSEGV). ``reason`` names the exit code or signal and the exception line
+    of the log's last traceback, not the log's last line; ``info`` holds
+    ``returncode`` and ``signal`` (a name) for the record. ``log_text`` is the
+    attempt's part of ``trial.log`` (:func:`attempt_log`); ``work_dir`` is
+    looked at for a checkpoint a save did not finish (``.<name>.pth.tmp`` of
+    :class:`~fixnorm_mm.engine.checkpoint_hook.AtomicCheckpointHook`).
+    """
+    info: Dict[str, Any] = dict(returncode=returncode)
+    signum = None
+    if returncode < 0:
+        signum = -returncode
+    else:
+        for pattern in _CHILD_SIGNAL:  # torchrun: a child died of a signal
+            m = pattern.search(log_text)
+            if m:
+                signum = int(m.group(1))
+                break
+        if signum is None and returncode > 128 and not last_exception(log_text)[0]:
+            signum = returncode - 128  # a shell's or srun's 128 + signal
+            if signum not in KILL_SIGNALS:
+                signum = None
+    error, frames = last_exception(log_text)
+    in_save = any('save_checkpoint' in f for f in frames) or bool(
+        work_dir and glob.glob(osp.join(work_dir, '.*.pth.tmp')))
+    while_saving = ' while saving a checkpoint' if in_save else ''
+    if signum is not None:
+        info['signal'] = _signal_name(signum)
+    if signum in KILL_SIGNALS:
+        return 'interrupted', f'killed by {_signal_name(signum)}{while_saving}', info
+    if _SCHEDULER_KILL.search(log_text) and not error:
+        line = _SCHEDULER_KILL.search(log_text).group(0)
+        return 'interrupted', f'killed by the scheduler ({line}){while_saving}', info
+    if error and any('save_checkpoint' in f for f in frames):
+        return 'interrupted', f'died while saving a checkpoint: {error}', info
+    if error and _OOM_ERROR.search(error):
+        return 'interrupted', f'out of memory: {error}', info
+    if signum is not None:
+        return 'failed', f'crashed with {_signal_name(signum)}' + (
+            f': {error}' if error else ''), info
+    if error:
+        return 'failed', f'exit code {returncode}: {error}', info
+    return 'failed', f'exit code {returncode} with no Python error in the log', info
+
+
+def error_summary(log_path: str) -> str:
+    """The exception line of the last traceback of a trial's last attempt."""
+    error, _ = last_exception(attempt_log(log_path))
+    return error or 'no Python error in the log'
+
+
+_MISSING = object()
+
+
+def config_value(cfg, key: str, default: Any = _MISSING) -> Any:
+    """The value the dotted ``key`` (list items by index, as ``--cfg-options``
+    writes them) names in ``cfg`` (an mmengine ``Config`` or a dict);
+    ``default`` (or KeyError) if there is none."""
+    node = cfg.to_dict() if not isinstance(cfg, dict) and hasattr(cfg, 'to_dict') else cfg
+    for part in key.split('.'):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif default is _MISSING:
+            raise KeyError(key)
+        else:
+            return default
+    return node
+
+
+def config_has_key(cfg, key: str) -> bool:
+    """Whether the dotted ``key`` names a value of ``cfg``."""
+    try:
+        config_value(cfg, key)
+    except KeyError:
+        return False
+    return True
 
 
 def find_key(cfg, leaf: str, under: str = 'model') -> str:
@@ -135,6 +282,14 @@ def find_key(cfg, leaf: str, under: str = 'model') -> str:
                          f'{found or "none"} under `{under}`; pass the key '
                          f'(e.g. --alpha-key model.head.alpha)')
     return found[0]
+
+
+def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f'TrainingLauncher: {name} must be an int >= {minimum}, '
+                         f'got {value!r}')
 
 
 def _free_port() -> int:
@@ -189,7 +344,16 @@ class TrainingLauncher:
                  python: str = sys.executable, train_module: str = TRAIN_MODULE) -> None:
         from mmengine.config import Config
         if launcher not in ('none', 'slurm'):
-            raise ValueError(f"launcher must be 'none' or 'slurm', got {launcher!r}")
+            raise ValueError(f"TrainingLauncher: launcher (--launcher) must be 'none' or "
+                             f"'slurm', got {launcher!r}")
+        _check_int('parallel (--parallel)', parallel, 1, optional=True)
+        _check_int('gpus_per_trial (--gpus-per-trial)', gpus_per_trial, 0, optional=True)
+        _check_int('procs_per_trial (--procs-per-trial)', procs_per_trial, 1)
+        _check_int('gpus_per_node (--gpus-per-node)', gpus_per_node, 1)
+        _check_int('cpus_per_task (--cpus-per-task)', cpus_per_task, 1)
+        if metric is not None and not (isinstance(metric, str) and metric.strip()):
+            raise ValueError(f'TrainingLauncher: metric (--metric) must be a non-empty name, '
+                             f'got {metric!r}')
         self.config = osp.abspath(config)
         self.cfg = Config.fromfile(self.config)
         self.cfg_options = dict(cfg_options or {})
@@ -200,25 +364,50 @@ class TrainingLauncher:
         self.partition, self.gpus_per_node = partition, gpus_per_node
         self.cpus_per_task, self.srun_args = cpus_per_task, srun_args
         if launcher == 'slurm' and not partition:
-            raise ValueError('--launcher slurm needs --partition')
+            raise ValueError('TrainingLauncher: --launcher slurm needs --partition')
         gpus = _visible_gpus() if launcher == 'none' else []
         if gpus_per_trial is None:
             gpus_per_trial = 1 if (gpus or launcher == 'slurm') else 0
         self.gpus_per_trial, self.procs_per_trial = int(gpus_per_trial), int(procs_per_trial)
         if launcher == 'none' and self.gpus_per_trial > 0:
             if len(gpus) < self.gpus_per_trial:
-                raise ValueError(f'--gpus-per-trial {self.gpus_per_trial}, but this machine '
-                                 f'shows {len(gpus)} GPU(s) (CUDA_VISIBLE_DEVICES)')
+                raise ValueError(f'TrainingLauncher: --gpus-per-trial {self.gpus_per_trial}, '
+                                 f'but this machine shows {len(gpus)} GPU(s) '
+                                 '(CUDA_VISIBLE_DEVICES)')
             n = len(gpus) // self.gpus_per_trial
             slots = [gpus[i * self.gpus_per_trial:(i + 1) * self.gpus_per_trial]
                      for i in range(n)]
-            self.parallel = min(parallel or n, n)
+            if parallel is not None and parallel > n:
+                raise ValueError(f'TrainingLauncher: --parallel {parallel} trials of '
+                                 f'{self.gpus_per_trial} GPU(s) need {parallel * self.gpus_per_trial}'
+                                 f' GPUs, this machine shows {len(gpus)} (CUDA_VISIBLE_DEVICES)')
+            self.parallel = parallel or n
         else:
-            self.parallel = max(1, parallel or 1)
+            self.parallel = parallel or 1
             slots = [None] * self.parallel
         self._slots: 'queue.Queue' = queue.Queue()
         for s in slots[:self.parallel]:
             self._slots.put(s)
+        self._procs: Dict[int, subprocess.Popen] = {}
+        self._procs_lock = threading.Lock()
+        self._stopping: Optional[str] = None
+
+    def check_key(self, key: str, option: str) -> str:
+        """``key`` if it names a value of the config (after ``cfg_options``),
+        else a :class:`SweepConfigError` naming ``option``: ``--cfg-options``
+        would add a misspelt key silently, and every trial would train with
+        the config's own value (or fail on an unknown argument)."""
+        if config_has_key(self.cfg, key):
+            return key
+        parent = key.rpartition('.')[0]
+        node = config_value(self.cfg, parent, None) if parent else None
+        where = (f'; {parent} has {sorted(node)}' if isinstance(node, dict)
+                 else f'; the config has no {parent!r} either' if parent and node is None
+                 else '')
+        hint = (f', or add it with --cfg-options {key}=VALUE' if isinstance(node, dict)
+                else '')
+        raise SweepConfigError(f'{option} {key!r} is not a key of {self.config}{where}. '
+                               f'Name an existing key{hint}')
 
     # ---------------------------------------------------------------- options
     def schedule_options(self, budget: float) -> Dict[str, Any]:
@@ -270,16 +459,28 @@ class TrainingLauncher:
 
     # -------------------------------------------------------------------- run
     def run(self, work_dir: str, options: Dict[str, Any], resume: bool = False) -> TrialOutcome:
-        """Train once; the metric, or :class:`TrialFailed` with the log's error.
+        """Train once; the metric, or why there is none.
 
-        ``resume``: continue from the work_dir's last checkpoint if there is one
-        (a trial whose worker died).
+        Raises :class:`TrialFailed` (a result: a Python error, a crash, NaN),
+        :class:`TrialInterrupted` (no result: killed by a signal or a
+        scheduler, out of memory, died while saving a checkpoint, stopped by
+        :meth:`stop`) or :class:`SweepConfigError` (it trained, but logged no
+        ``metric``). Every attempt appends to ``<work_dir>/trial.log``.
+
+        ``resume``: continue from the newest complete checkpoint of the
+        work_dir, if there is one (an earlier attempt was interrupted).
         """
         work_dir = osp.abspath(work_dir)
         os.makedirs(work_dir, exist_ok=True)
         log_path = osp.join(work_dir, 'trial.log')
-        resume = resume and osp.exists(osp.join(work_dir, 'last_checkpoint'))
-        info = dict(work_dir=work_dir, log=log_path)
+        # a save that an earlier attempt did not finish: not a checkpoint, and it
+        # would make this attempt look as if it died while saving
+        for tmp in glob.glob(osp.join(work_dir, '.*.pth.tmp')):
+            os.remove(tmp)
+        resume = resume and find_resumable_checkpoint(work_dir)[0] is not None
+        info: Dict[str, Any] = dict(work_dir=work_dir, log=log_path)
+        if self._stopping:
+            raise TrialInterrupted(f'not started: {self._stopping}', retry_now=False, **info)
         gpus = self._slots.get()
         try:
             argv, env = self.command(work_dir, options, resume, gpus)
@@ -289,24 +490,48 @@ class TrainingLauncher:
                 log.flush()
                 proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent)
+                with self._procs_lock:
+                    self._procs[proc.pid] = proc
+                    stopping = self._stopping
+                if stopping:  # stop() ran between our check and the start
+                    proc.terminate()
                 try:
                     rc = proc.wait()
                 except BaseException:
                     proc.terminate()
                     proc.wait()
                     raise
+                finally:
+                    with self._procs_lock:
+                        self._procs.pop(proc.pid, None)
         finally:
             self._slots.put(gpus)
         if rc != 0:
-            raise TrialFailed(f'exit code {rc}: {error_summary(log_path)}', returncode=rc, **info)
+            kind, reason, more = classify_exit(rc, attempt_log(log_path), work_dir)
+            info.update(more)
+            if self._stopping and (kind == 'interrupted' or rc < 0):
+                raise TrialInterrupted(f'stopped: {self._stopping}', retry_now=False, **info)
+            if kind == 'interrupted':
+                raise TrialInterrupted(reason, **info)
+            raise TrialFailed(reason, **info)
         diverged = training_divergence(work_dir)
         if diverged:
             raise TrialFailed(f'diverged: {diverged}', **info)
-        try:
-            value, name = read_metric(work_dir, self.metric)
-        except TrialFailed as err:
-            raise TrialFailed(err.reason, **info) from None
+        value, name = read_metric(work_dir, self.metric)  # SweepConfigError if not logged
         info['metric_name'] = name
         if not math.isfinite(value):
             raise TrialFailed(f'{name} is {value}', **info)
         return TrialOutcome(value, info)
+
+    def stop(self, why: str) -> None:
+        """Stop the sweep's trainings: SIGTERM to every running trial (their
+        :meth:`run` raises :class:`TrialInterrupted` with ``retry_now=False``)
+        and no new one starts."""
+        with self._procs_lock:
+            self._stopping = why
+            procs = list(self._procs.values())
+        for proc in procs:
+            try:
+                proc.terminate()
+            except ProcessLookupError:
+                pass

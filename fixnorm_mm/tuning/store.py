@@ -2,32 +2,50 @@
 
 Every training is one Optuna trial (params ``lr``, ``alpha`` or
 ``weight_decay``, ``budget``; user attributes ``key``, ``work_dir``, ``log``,
-``host``, ``pid``, ``error``). The storage is an SQLite file by default, or an
+``host``, ``pid``, and how it ended: ``error`` or ``interrupted``,
+``returncode``, ``signal``). The storage is an SQLite file by default, or an
 RDB URL that workers on several nodes share.
 
 FixNorm-tune (Algo 2) is deterministic given the metrics, so a restarted or a
 second worker simply replays it through :meth:`TrialStore.memoize`: a trial
 whose key (lr, alpha, budget) has finished is answered from the storage, one
-that another live worker is running is waited for, and only the rest is run.
-A trial is *finished* when it is COMPLETE, or FAIL with an ``error``
-attribute (it crashed or diverged: a result, not re-run unless
-``retry_failed``). A FAIL without ``error`` is a trial whose worker died or
-that lost a claim race; it does not count and its key is run again.
+that another live worker is running is left to it (:class:`TrialBusy`: the
+sweep's scheduler takes another trial meanwhile), and only the rest is run.
+
+How a trial ends, and what that means for the next run:
+
+* COMPLETE (a metric): finished, never re-run.
+* FAIL with ``error`` (:class:`~fixnorm_mm.tuning.trial.TrialFailed`: a
+  Python error, a crash, NaN): finished, a result; re-run only with
+  ``retry_failed``.
+* FAIL with ``interrupted`` (:class:`~fixnorm_mm.tuning.trial.TrialInterrupted`:
+  killed by a signal, the OOM killer or a scheduler, out of memory, died
+  while saving a checkpoint, stopped by the sweep): not a result; run again at
+  once up to ``retries`` times, and on every rerun, resuming from the newest
+  complete checkpoint.
+* FAIL with neither: its worker died (see below), it lost a claim race, or
+  the sweep stopped on a mistake every trial would hit
+  (:class:`~fixnorm_mm.tuning.trial.SweepConfigError`); run again.
 
 Claims: a worker creates a RUNNING trial for the key, then reads back the
 key's trials; if one with a lower number is running, or one has finished
-meanwhile, the worker fails its own claim (without ``error``) and waits or
-takes the result. Storages serialise writes, so exactly one claim survives. A worker that dies leaves its trial RUNNING: on its own host it is
+meanwhile, the worker fails its own claim (without ``error``) and leaves the
+key to the other. Storages serialise writes, so exactly one claim survives.
+A worker that dies leaves its trial RUNNING: on its own host it is
 recognised at once (its process is gone), elsewhere when its heartbeat is
 older than ``grace_period`` seconds.
+
+Only public Optuna API is used (``BaseStorage`` methods, ``study.get_trials``,
+``optuna.storages.fail_stale_trials``).
 """
 import os
 import socket
+import sqlite3
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .trial import TrialFailed, TrialOutcome
+from .trial import TrialFailed, TrialInterrupted, TrialOutcome
 
 _HOST = socket.gethostname()
 
@@ -50,6 +68,66 @@ def _process_alive(pid: int, start: Optional[str]) -> bool:
     except PermissionError:
         return True
     return start is None or _proc_start_time(pid) in (None, start)
+
+
+class StorageError(ValueError):
+    """A sweep storage that exists but cannot be used (empty, not SQLite, corrupt)."""
+
+
+class TrialBusy(Exception):
+    """Another live worker runs this trial (:meth:`TrialStore.memoize` with
+    ``wait=False``): take another one and look again later."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f'{key} is being run by another worker')
+        self.key = key
+
+
+def sqlite_path(storage: str) -> Optional[str]:
+    """The file of an ``sqlite:///`` URL (None for other URLs and ``:memory:``)."""
+    if not storage.startswith('sqlite'):
+        return None
+    from sqlalchemy.engine import make_url
+    database = make_url(storage).database
+    return None if not database or database == ':memory:' else database
+
+
+def check_sqlite_storage(path: str, wait: float = 5.0) -> None:
+    """A clear error for an SQLite storage file that exists but cannot be a
+    sweep's: empty (0 bytes) or not an intact SQLite database. SQLite would
+    treat an empty file as a new database and the sweep would silently train
+    every trial again. A file another worker is creating this instant is
+    empty for milliseconds: wait up to ``wait`` seconds for it."""
+    if not os.path.exists(path):
+        return
+    deadline = time.time() + wait
+    while os.path.getsize(path) == 0 and time.time() < deadline:
+        time.sleep(0.1)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise StorageError(
+            f'the sweep storage {path} is an empty file (0 bytes). A storage that a sweep has '
+            'opened is never empty: it was truncated or replaced, and using it would train '
+            'every trial again. Restore it, or delete it to start the sweep from scratch.')
+    with open(path, 'rb') as f:
+        header = f.read(16)
+    problem = None
+    if header != b'SQLite format 3\x00':
+        problem = f'not an SQLite database (it starts with {header[:16]!r})'
+    else:
+        try:
+            con = sqlite3.connect(f'file:{path}?mode=ro', uri=True, timeout=120)
+            try:
+                rows = con.execute('PRAGMA quick_check').fetchall()
+            finally:
+                con.close()
+            if rows != [('ok',)]:
+                problem = f'corrupt (PRAGMA quick_check: {"; ".join(r[0] for r in rows[:3])})'
+        except sqlite3.DatabaseError as e:
+            problem = f'corrupt ({type(e).__name__}: {e})'
+    if problem:
+        raise StorageError(f'the sweep storage {path} ({size} bytes) is {problem}. Restore it, '
+                         'or delete it to start the sweep from scratch.')
 
 
 def default_storage(work_dir: str) -> str:
@@ -82,13 +160,17 @@ class TrialStore:
         import optuna
         import sqlalchemy.exc
         from optuna.storages import RDBStorage
+        self.check_options(heartbeat_interval, grace_period, poll_interval)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # heartbeats and fail_stale_trials are "experimental" in Optuna; they are
         # what tells a dead worker's trial from a running one, so we use them
         warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
         self._optuna = optuna
         engine_kwargs = {}
-        if storage.startswith('sqlite'):
+        path = sqlite_path(storage)
+        if path is not None:
+            check_sqlite_storage(path)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             # parallel trials write concurrently; wait for the file lock instead of failing
             engine_kwargs = dict(connect_args=dict(timeout=120))
         for attempt in range(10):
@@ -107,9 +189,33 @@ class TrialStore:
                 if attempt == 9:
                     raise
                 time.sleep(0.2 + 0.3 * attempt)
+            except sqlalchemy.exc.DatabaseError as e:
+                raise StorageError(f'the sweep storage {storage} cannot be read: {e.orig}. '
+                                 'Restore it, or start the sweep in a new storage.') from None
+        self.study_id = self.storage.get_study_id_from_name(study_name)
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
         self._retired: set = set()
+        self._last_reap = float('-inf')
+        self._claim_lock = threading.Lock()
+
+    @staticmethod
+    def check_options(heartbeat_interval: int = 60, grace_period: int = 300,
+                      poll_interval: float = 5.0) -> None:
+        """ValueError naming the option for a value no sweep can use."""
+        for name, value in (('heartbeat_interval (--heartbeat)', heartbeat_interval),
+                            ('grace_period (--grace-period)', grace_period),
+                            ('poll_interval (--poll)', poll_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f'TrialStore: {name} must be a number > 0, got {value!r}')
+        if grace_period < heartbeat_interval:
+            raise ValueError(f'TrialStore: grace_period (--grace-period) must be at least '
+                             f'heartbeat_interval (--heartbeat), got {grace_period!r} < '
+                             f'{heartbeat_interval!r}: running trials would look dead')
+
+    def trial_id(self, t) -> int:
+        """The storage's id of a FrozenTrial (public API: by study and number)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
 
     # ------------------------------------------------------------------ state
     def trials(self, states=None) -> list:
@@ -133,9 +239,10 @@ class TrialStore:
             a = t.user_attrs
             if a.get('host') == _HOST and 'pid' in a and a['pid'] != os.getpid() \
                     and not _process_alive(a['pid'], a.get('pid_start')):
-                if self._fail(t._trial_id):
+                if self._fail(self.trial_id(t)):
                     reaped.append(t.number)
         self._optuna.storages.fail_stale_trials(self.study)
+        self._last_reap = time.monotonic()
         return reaped
 
     def retry_failed(self) -> int:
@@ -160,11 +267,14 @@ class TrialStore:
         return dict(host=_HOST, pid=pid, pid_start=_proc_start_time(pid))
 
     def heartbeat(self, trial_id: int) -> Callable[[], None]:
-        """Start recording heartbeats of ``trial_id``; returns the stop function."""
+        """Record heartbeats of ``trial_id``, now and every ``heartbeat_interval``
+        seconds, in a thread (the trial starts meanwhile: Optuna counts a
+        trial without heartbeat as alive, so the first beat has
+        ``grace_period`` seconds to arrive); returns the stop function."""
         stop = threading.Event()
-        self.storage.record_heartbeat(trial_id)
 
         def beat():
+            self.storage.record_heartbeat(trial_id)
             while not stop.wait(self.heartbeat_interval):
                 self.storage.record_heartbeat(trial_id)
 
@@ -188,9 +298,15 @@ class TrialStore:
         Returns ``('done', frozen_trial)``, ``('busy', frozen_trial)`` (another
         live worker runs it) or ``('mine', trial_id)`` (run it now).
         """
+        with self._claim_lock:  # this process's threads take turns (no SQLite lock waits)
+            return self._claim(key, params, attrs)
+
+    def _claim(self, key: str, params: Dict[str, float], attrs: Dict[str, Any]
+               ) -> Tuple[str, Any]:
         from optuna.distributions import FloatDistribution
         from optuna.trial import TrialState, create_trial
-        self.reap_dead()
+        if time.monotonic() - self._last_reap >= self.poll_interval:
+            self.reap_dead()  # not at every claim: each look costs the storage a query
         same = self._by_key(key)
         done = [t for t in same if self.is_finished(t)]
         if done:
@@ -203,93 +319,131 @@ class TrialStore:
             # no sampler proposes these values: a point distribution records them
             distributions={k: FloatDistribution(v, v) for k, v in params.items()},
             user_attrs=dict(attrs, key=key, **self.owner_attrs()))
-        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
-        self.storage.record_heartbeat(trial_id)
+        trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
+        mine = self.storage.get_trial_number_from_id(trial_id)
         # read back: a claim made before ours (lower number) that is running or
         # has even finished in the meantime wins; ours then does not count
         same = self._by_key(key)
         done = [t for t in same if self.is_finished(t)]
-        earlier = [t for t in same if t.state == TrialState.RUNNING and t._trial_id != trial_id
-                   and t.number < next(u.number for u in same if u._trial_id == trial_id)]
+        earlier = [t for t in same if t.state == TrialState.RUNNING and t.number < mine]
         if done or earlier:
             self._fail(trial_id)  # no 'error': a lost race is not a result
             return ('done', done[-1]) if done else ('busy', earlier[0])
         return 'mine', trial_id
 
-    def set_attrs(self, trial_id: int, attrs: Dict[str, Any]) -> None:
+    def set_attrs(self, trial_id: int, attrs: Dict[str, Any],
+                  stored: Optional[Dict[str, Any]] = None) -> None:
+        """Set user attributes (one storage write each), except those that
+        ``stored`` (what the claim recorded) already has with that value."""
+        stored = stored or {}
         for k, v in attrs.items():
-            self.storage.set_trial_user_attr(trial_id, k, v)
+            if k not in stored or stored[k] != v:
+                self.storage.set_trial_user_attr(trial_id, k, v)
 
-    def finish(self, trial_id: int, metric: Optional[float], attrs: Dict[str, Any]) -> None:
+    def finish(self, trial_id: int, metric: Optional[float], attrs: Dict[str, Any],
+               stored: Optional[Dict[str, Any]] = None) -> None:
         """Record a result: COMPLETE with ``metric``, or FAIL (``metric=None``,
-        ``attrs['error']`` says why)."""
+        ``attrs['error']`` says why); ``stored``: attributes the claim wrote."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState, create_trial
         state = TrialState.FAIL if metric is None else TrialState.COMPLETE
         values = None if metric is None else [float(metric)]
         try:
-            self.set_attrs(trial_id, attrs)
+            self.set_attrs(trial_id, attrs, stored)
             self.storage.set_trial_state_values(trial_id, state, values)
         except UpdateFinishedTrialError:
             # our heartbeat lagged past the grace period (an overloaded host) and
             # another worker declared the trial dead: keep the result anyway, as
             # a finished copy of it
             old = self.storage.get_trial(trial_id)
-            self.storage.create_new_trial(self.study._study_id, template_trial=create_trial(
+            self.storage.create_new_trial(self.study_id, template_trial=create_trial(
                 state=state, values=values, params=old.params, distributions=old.distributions,
                 user_attrs=dict(old.user_attrs, **attrs)))
 
+    def interrupted(self, trial_id: int, attrs: Dict[str, Any],
+                    stored: Optional[Dict[str, Any]] = None) -> None:
+        """Record a trial that ended without a result (FAIL without ``error``:
+        it counts as not run, and is run again)."""
+        try:
+            self.set_attrs(trial_id, attrs, stored)
+        finally:
+            self._fail(trial_id)
+
     def memoize(self, run: Callable[..., TrialOutcome], make_key: Callable[..., str],
                 describe: Callable[..., Dict[str, Any]],
-                log: Callable[[str], None] = print) -> Callable:
+                log: Callable[[str], None] = print, retries: int = 1,
+                wait: bool = True) -> Callable:
         """An objective that answers finished trials from the storage.
 
         Args:
             run: ``run(*args, state) -> TrialOutcome`` (raises
-                :class:`TrialFailed`); ``state['resume']`` is True when an
-                earlier attempt was cut off (its worker died), so the run may
-                continue from that attempt's last checkpoint.
+                :class:`TrialFailed` or :class:`TrialInterrupted`);
+                ``state['resume']`` is True when an earlier attempt was cut
+                off, so the run may continue from its last checkpoint.
             make_key: ``make_key(*args) -> str``, the trial's identity.
             describe: ``describe(*args) -> (params, user_attrs)`` stored at the claim.
-            log: told about trials answered from the storage.
+            log: told about trials answered from the storage and retried.
+            retries: how often a trial that is interrupted is run again at
+                once (resuming); after that :class:`TrialInterrupted` reaches
+                the caller, and the next run of the sweep tries again.
+            wait: a trial another live worker runs is waited for (True) or
+                answered with :class:`TrialBusy` (False), so that the caller
+                takes another trial meanwhile.
         """
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f'TrialStore.memoize: retries (--retries) must be an int >= 0, '
+                             f'got {retries!r}')
+
         def objective(*args):
             key = make_key(*args)
             params, attrs = describe(*args)
-            interrupted = any(t.state.name == 'FAIL' and 'error' not in t.user_attrs
-                              for t in self._by_key(key))
+            attempts = 0
             while True:
-                status, what = self.claim(key, params, attrs)
-                if status == 'done':
-                    log(f'{key}: finished before, not re-run')
-                    return self.outcome(what)
-                if status == 'mine':
-                    break
-                time.sleep(self.poll_interval)
-                interrupted = True
-            trial_id = what
-            stop = self.heartbeat(trial_id)
-            try:
-                out = run(*args, dict(resume=interrupted))
-            except TrialFailed as err:
-                self.finish(trial_id, None, dict(err.info, error=err.reason))
-                raise
-            except BaseException:
-                # an error of the runner itself, or Ctrl-C: no result, leave no
-                # RUNNING trial behind (a FAIL without 'error' is run again)
-                self._fail(trial_id)
-                raise
-            finally:
-                stop()
-            self.finish(trial_id, out.metric, out.info)
-            return out
+                interrupted = any(t.state.name == 'FAIL' and 'error' not in t.user_attrs
+                                  for t in self._by_key(key))
+                while True:
+                    status, what = self.claim(key, params, attrs)
+                    if status == 'done':
+                        log(f'{key}: finished before, not re-run')
+                        return self.outcome(what)
+                    if status == 'mine':
+                        break
+                    if not wait:
+                        raise TrialBusy(key)
+                    time.sleep(self.poll_interval)
+                    interrupted = True
+                trial_id = what
+                stop = self.heartbeat(trial_id)
+                try:
+                    out = run(*args, dict(resume=interrupted))
+                except TrialFailed as err:
+                    self.finish(trial_id, None, dict(err.info, error=err.reason), attrs)
+                    raise
+                except TrialInterrupted as err:
+                    self.interrupted(trial_id, dict(err.info, interrupted=err.reason), attrs)
+                    attempts += 1
+                    if err.retry_now and attempts <= retries:
+                        log(f'{key}: {err.reason}; running it again ({attempts}/{retries}), '
+                            'from its newest complete checkpoint')
+                        continue
+                    raise
+                except BaseException:
+                    # an error of the runner itself, a mistake every trial would
+                    # hit, or Ctrl-C: no result, leave no RUNNING trial behind
+                    # (a FAIL without 'error' is run again)
+                    self._fail(trial_id)
+                    raise
+                finally:
+                    stop()
+                self.finish(trial_id, out.metric, out.info, attrs)
+                return out
         return objective
 
     @staticmethod
     def outcome(t) -> TrialOutcome:
         """The stored result of a finished trial (raises TrialFailed for a failure)."""
         info = {k: v for k, v in t.user_attrs.items()
-                if k not in ('host', 'pid', 'pid_start', 'error')}
+                if k not in ('host', 'pid', 'pid_start', 'error', 'interrupted')}
         info.update(cached=True, trial_number=t.number)
         if t.state.name == 'FAIL':
             raise TrialFailed(t.user_attrs['error'], **info)

@@ -7,14 +7,14 @@ are ``<work_dir>/trials/<method>/<key>``; the sweep's storage
 method.
 """
 import os.path as osp
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from .bo_wd import BOWDTune
 from .fixnorm_tune import FixNormTune
 from .launcher import TrainingLauncher
+from .scheduler import TrialScheduler
 from .store import TrialStore, trial_key
-from .trial import Trial, TuneResult
+from .trial import SweepConfigError, SweepInterrupted, Trial, TuneResult  # noqa: F401
 
 
 def _print_trial(log: Callable[[str], None]) -> Callable[[Trial], None]:
@@ -32,9 +32,18 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
                      storage: str, study_name: str = 'fixnorm-tune',
                      lr_key: str = 'optim_wrapper.optimizer.lr',
                      alpha_key: Optional[str] = None, retry_failed: bool = False,
-                     log: Callable[[str], None] = print, **store_kwargs) -> TuneResult:
-    """Algo 2 over real trainings; a rerun answers finished trials from ``storage``."""
-    alpha_key = launcher.key('alpha', alpha_key)
+                     retries: int = 1, log: Callable[[str], None] = print,
+                     **store_kwargs) -> TuneResult:
+    """Algo 2 over real trainings; a rerun answers finished trials from ``storage``.
+
+    Raises :class:`SweepConfigError` before any training for an ``lr_key`` or
+    ``alpha_key`` the config does not have, and after the first trial that
+    shows it for a metric the runs do not log (nothing is recorded for that
+    trial); :class:`SweepInterrupted` when a trial was interrupted (killed,
+    out of memory, died while saving) ``retries + 1`` times in this run.
+    """
+    launcher.check_key(lr_key, '--lr-key')
+    alpha_key = launcher.check_key(launcher.key('alpha', alpha_key), '--alpha-key')
     store = TrialStore(storage, study_name, **store_kwargs)
     reaped = store.reap_dead()
     if reaped:
@@ -60,24 +69,43 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
         return (dict(lr=lr, alpha=alpha, budget=budget),
                 dict(method='fixnorm-tune', work_dir=d, log=osp.join(d, 'trial.log')))
 
+    def store_log(msg):
+        if not msg.endswith('not re-run'):  # answers from the storage: _print_trial says so
+            log(f'[fixnorm-tune] {msg}')
+
     objective = store.memoize(run, lambda lr, a, b: trial_key(lr=lr, alpha=a, budget=b),
-                              describe, log=lambda msg: None)
+                              describe, log=store_log, retries=retries, wait=False)
     log(f'[fixnorm-tune] lr range {tuner.lr_range}, K={tuner.K}, budgets {tuner.budgets}, '
         f'alphas {tuner.alphas}: {tuner.expected_cost:g} T_max; {launcher.parallel} trial(s) '
         f'at once; storage {storage}')
-    with ThreadPoolExecutor(max_workers=launcher.parallel) as pool:
-        return tuner.run(objective, map=pool.map, callback=_print_trial(log))
+    with TrialScheduler(launcher.parallel, store.poll_interval, stop=launcher.stop,
+                        describe=lambda p: f'lr={p[0]:g} alpha={p[1]:g} budget={p[2]:g}'
+                        ) as scheduler:
+        return tuner.run(objective, map=scheduler.map, prefetch=scheduler.prefetch,
+                         callback=_print_trial(log))
 
 
 def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storage: str,
               study_name: str = 'bo-wd', lr_key: str = 'optim_wrapper.optimizer.lr',
-              wd_key: str = 'optim_wrapper.optimizer.weight_decay',
+              wd_key: str = 'optim_wrapper.optimizer.weight_decay', retries: int = 1,
               log: Callable[[str], None] = print, **store_kwargs) -> TuneResult:
-    """BO+WD over real trainings until ``tuner.n_trials`` trials have finished."""
-    wrapper = str(launcher.cfg.get('optim_wrapper', {}).get('type', ''))
-    if wrapper.startswith('FixNorm'):
-        raise ValueError(f'BO+WD tunes weight-decay training, but optim_wrapper.type is '
-                         f'{wrapper!r}: give the weight-decay baseline config')
+    """BO+WD over real trainings until ``tuner.n_trials`` trials have finished.
+
+    An interrupted trial (killed, out of memory, died while saving) does not
+    count and a new one takes its place; after ``retries + 1`` of them in this
+    run, :class:`SweepInterrupted`. Key and metric mistakes:
+    :class:`SweepConfigError`, as for :func:`run_fixnorm_tune`.
+    """
+    optim_wrapper = launcher.cfg.get('optim_wrapper', {})
+    wrapper = str(optim_wrapper.get('type', ''))
+    control = str((optim_wrapper.get('norm_control') or {}).get('type', ''))
+    if wrapper.startswith('FixNorm') or optim_wrapper.get('fixnorm') \
+            or control not in ('', 'WeightDecay'):
+        raise ValueError(f'BO+WD tunes weight-decay training, but the config\'s optim_wrapper '
+                         f'({wrapper!r}, norm_control {control!r}) fixes the norm: give the '
+                         'weight-decay baseline config')
+    launcher.check_key(lr_key, '--lr-key')
+    launcher.check_key(wd_key, '--wd-key')
     store = TrialStore(storage, study_name, **store_kwargs)
     reaped = store.reap_dead()
     if reaped:
@@ -99,11 +127,15 @@ def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storag
         options = dict(launcher.schedule_options(budget))
         options[lr_key] = lr
         options[wd_key] = wd
-        return launcher.run(trial_dir(lr, wd), options)
+        try:
+            return launcher.run(trial_dir(lr, wd), options)
+        except SweepConfigError as err:
+            launcher.stop(f'SweepConfigError: {err}')
+            raise
 
     done = len(tuner.finished(store.study))
     log(f'[bo-wd] lr range {tuner.lr_range}, wd range {tuner.wd_range}, {tuner.n_trials} '
         f'trials of {tuner.budget:g} T_max ({done} finished before), sampler {tuner.sampler}; '
         f'{launcher.parallel} trial(s) at once; storage {storage}')
     return tuner.run(objective, study=store.study, n_jobs=launcher.parallel,
-                     before_trial=before_trial, callback=_print_trial(log))
+                     before_trial=before_trial, callback=_print_trial(log), retries=retries)

@@ -8,6 +8,9 @@ units of T_max. The objective returns the metric (higher is better), or a
 :class:`TrialOutcome` when it has more to say (a work_dir, a log path), and
 raises :class:`TrialFailed` for a trial that crashed or diverged: the tuner
 records it and goes on. A non-finite metric counts as a failure too.
+:class:`TrialInterrupted` (killed, no result, run it again) and
+:class:`SweepConfigError` (a mistake every trial would hit) are not failures
+of the trial: tuners let them through to the sweep.
 
 Cost is counted in units of T_max, the length of one full training: a trial
 at budget 0.2 costs 0.2, whatever it ran on.
@@ -18,15 +21,52 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 
 class TrialFailed(Exception):
-    """A trial that did not produce a metric (crash, NaN, missing evaluation).
+    """A trial that failed deterministically: it crashed with a Python error,
+    diverged (NaN), or produced a non-finite metric. That is a result: the
+    same trial would fail again, so a sweep records it and does not re-run it.
 
-    ``info`` (e.g. ``log=<path>``, ``work_dir=<path>``) is kept in the record.
+    ``info`` (e.g. ``log=<path>``, ``work_dir=<path>``, ``returncode``) is
+    kept in the record.
     """
 
     def __init__(self, reason: str, **info: Any) -> None:
         super().__init__(reason)
         self.reason = reason
         self.info = info
+
+
+class TrialInterrupted(Exception):
+    """A trial that ended without a result for a reason outside it: its
+    process was killed by a signal (the OOM killer's SIGKILL, a SIGTERM, a
+    Slurm time limit), it died while saving a checkpoint, it ran out of
+    memory, or the sweep stopped it. Nothing is recorded as its result; it is
+    run again (resuming from its last complete checkpoint), in the same sweep
+    up to ``retries`` times and on every rerun of the sweep.
+
+    Not a :class:`TrialFailed`: a tuner that records failures must not record
+    this one. ``retry_now=False``: the sweep itself is stopping, do not retry
+    it in this run.
+    """
+
+    def __init__(self, reason: str, retry_now: bool = True, **info: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_now = retry_now
+        self.info = info
+
+
+class SweepConfigError(ValueError):
+    """A mistake every trial of the sweep would hit (a ``--metric`` the runs do
+    not log, an ``--lr-key``/``--alpha-key`` that is not in the config): the
+    sweep stops at once, with this message, and records nothing for the trial
+    that showed it, so that the corrected command trains it."""
+
+
+class SweepInterrupted(RuntimeError):
+    """Trials of the sweep were interrupted (:class:`TrialInterrupted`) more
+    often than ``retries`` allows, so the sweep cannot finish a round of Algo 2
+    in this run. Everything that finished is kept; running the same command
+    again retries the interrupted trials."""
 
 
 @dataclass
@@ -67,7 +107,8 @@ def call_objective(objective, lr: float, x: float, budget: float) -> Tuple[float
 
     Only :class:`TrialFailed` is caught: any other exception is a bug of the
     objective, and hiding it behind a row of failed trials would cost a whole
-    sweep to find out.
+    sweep to find out; :class:`TrialInterrupted` and :class:`SweepConfigError`
+    are no results either and reach the caller (the sweep) too.
     """
     try:
         out = objective(lr, x, budget)
