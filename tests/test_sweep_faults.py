@@ -11,7 +11,6 @@ tests/test_tuning.py kills real toy trainings (ToyKillHook) in the tool.
 import json
 import os
 import os.path as osp
-import shutil
 import signal
 import sqlite3
 import sys
@@ -99,6 +98,32 @@ def test_exit_status_signal_and_error_line_say_why_a_trial_ended(tmp_path):
                     + '# 2026-01-01 00:01:00 resumed: python -m x --resume\nIter [30/40]\n')
     assert attempt_log(str(path)) == 'Iter [30/40]'
     assert classify_exit(-9, attempt_log(str(path)))[1] == 'killed by SIGKILL'
+
+
+# ------------------------------------------------------------- scheduling
+def test_an_idle_slot_starts_the_next_rounds_independent_trial():
+    # paper setup on 2 slots: round 0's fifth trial leaves a slot idle, which
+    # starts round 1's lr_min trial (in every later round under the inclusive
+    # rule); the search is the same as one evaluated round by round
+    import time
+
+    from fixnorm_mm.tuning import TrialScheduler
+
+    def objective(lr, alpha, budget):
+        time.sleep(0.3 if (lr, budget) == (3.2, 0.2) else 0.01)  # round 0's last is long
+        return 70 + 10 * budget - (lr - (2.6 if budget < 1 else 1.4)) ** 2 - alpha / 100
+    tuner = FixNormTune()
+    assert tuner.known_points(0) == [] and tuner.known_points(2) == []
+    assert tuner.known_points(1) == [(0.2, 0.5, 1.0)]
+    assert FixNormTune(later_rounds='interior').known_points(1) == []
+    with TrialScheduler(2, poll_interval=0.01) as scheduler:
+        result = tuner.run(objective, map=scheduler.map, prefetch=scheduler.prefetch)
+    round0 = [(lr, 0.5, 0.2) for lr in (0.8, 1.4, 2.0, 2.6, 3.2)]
+    assert scheduler.started[:6] == round0 + [(0.2, 0.5, 1.0)]
+    assert len(scheduler.started) == 15  # nothing ran twice
+    plain = tuner.run(objective)
+    assert [(t.lr, t.alpha, t.budget, t.metric) for t in result.trials] == \
+        [(t.lr, t.alpha, t.budget, t.metric) for t in plain.trials]
 
 
 # ------------------------------------------------------------ real sweeps
@@ -249,6 +274,73 @@ def test_two_workers_on_one_storage_take_distinct_trials(tmp_path, monkeypatch, 
         (t.lr, t.alpha, t.budget) for t in ran['b'])
     for key in os.listdir(tmp_path / 'trials' / 'fixnorm-tune'):
         assert attempts(tmp_path, key) == ['started'], key
+
+
+def _start_and_wait(queue):
+    from fixnorm_mm.tuning.launcher import popen_dying_with_parent
+    proc = popen_dying_with_parent(['sleep', '60'])
+    queue.put(proc.pid)
+    proc.wait()
+
+
+def _state(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG is Linux')
+def test_a_trial_dies_with_the_sweep_that_started_it():
+    # the sweep is SIGKILLed (the OOM killer): its trainings get SIGTERM
+    import multiprocessing
+    import time
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    sweep_proc = ctx.Process(target=_start_and_wait, args=(queue,))
+    sweep_proc.start()
+    pid = queue.get(timeout=30)
+    time.sleep(0.5)  # the wrapper has exec'd the trial
+    assert _state(pid) in ('S', 'R')
+    with open(f'/proc/{pid}/cmdline') as f:
+        assert f.read().split('\0')[:2] == ['sleep', '60']  # the trial itself, same pid
+    os.kill(sweep_proc.pid, signal.SIGKILL)
+    sweep_proc.join()
+    deadline = time.time() + 10
+    while _state(pid) not in (None, 'Z') and time.time() < deadline:
+        time.sleep(0.05)
+    assert _state(pid) in (None, 'Z')
+
+
+def test_bo_wd_replaces_an_interrupted_trial_and_stops_after_retries(tmp_path):
+    import math
+
+    from fixnorm_mm.tuning import BOWDTune, TrialInterrupted
+    calls = []
+
+    def objective(lr, wd, budget):
+        calls.append(lr)
+        if len(calls) == 2:
+            raise TrialInterrupted('killed by SIGKILL', returncode=-9, signal='SIGKILL')
+        return 80 - math.log(lr) ** 2
+    tuner = BOWDTune(n_trials=3, sampler='tpe', n_startup_trials=2, seed=0)
+    study = tuner.create_study(default_storage(str(tmp_path)), 'bo-wd')
+    result = tuner.run(objective, study=study)
+    assert len(calls) == 4 and len(result.trials) == 3  # the killed one does not count
+    (killed,) = [t for t in study.get_trials() if 'interrupted' in t.user_attrs]
+    assert killed.state.name == 'FAIL' and 'error' not in killed.user_attrs
+    assert killed.user_attrs['signal'] == 'SIGKILL' and killed.number not in \
+        [t.round for t in result.trials]
+
+    def always_killed(lr, wd, budget):
+        raise TrialInterrupted('killed by SIGTERM')
+    tuner = BOWDTune(n_trials=3, sampler='tpe', n_startup_trials=2, seed=0)
+    (tmp_path / 'b').mkdir()
+    study = tuner.create_study(default_storage(str(tmp_path / 'b')), 'bo-wd')
+    with pytest.raises(SweepInterrupted, match=r'2 trials ended without a result .*--retries 1'):
+        tuner.run(always_killed, study=study, retries=1)
+    assert len(study.get_trials()) == 2 and not tuner.finished(study)
 
 
 # ----------------------------------------------------------------- storage

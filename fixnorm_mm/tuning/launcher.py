@@ -298,14 +298,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """The child gets SIGTERM when the sweep dies (even of SIGKILL), so a killed
-    sweep leaves no orphan training writing into a trial's work_dir."""
-    try:
-        import ctypes
-        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+#: Run by ``python -I -S -c`` in front of a trial's command: set
+#: PR_SET_PDEATHSIG (SIGTERM when the thread that started it ends, e.g. the
+#: sweep is SIGKILLed), give up if that parent is already gone, then exec the
+#: trial (same pid, the setting survives exec). Cheaper for the sweep than
+#: ``preexec_fn``, which makes every start fork the whole sweep process:
+#: without it Python starts the wrapper with vfork.
+_DEATHSIG_EXEC = (
+    'import ctypes, os, signal, sys\n'
+    'try:\n'
+    '    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n'
+    'except (OSError, AttributeError):\n'
+    '    pass\n'
+    'if os.getppid() != int(sys.argv[1]):\n'
+    '    os.kill(os.getpid(), signal.SIGTERM)\n'
+    'os.execvpe(sys.argv[2], sys.argv[2:], os.environ)\n')
+
+
+def popen_dying_with_parent(argv: Sequence[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(argv, **kwargs)`` whose process gets SIGTERM when the
+    calling process dies (even of SIGKILL), so a killed sweep leaves no
+    orphan training writing into a trial's work_dir. Linux; elsewhere the
+    command just runs."""
+    if not sys.platform.startswith('linux'):
+        return subprocess.Popen(list(argv), **kwargs)
+    return subprocess.Popen([sys.executable, '-I', '-S', '-c', _DEATHSIG_EXEC,
+                             str(os.getpid())] + list(argv), **kwargs)
 
 
 def _visible_gpus() -> List[str]:
@@ -378,9 +396,10 @@ class TrainingLauncher:
             slots = [gpus[i * self.gpus_per_trial:(i + 1) * self.gpus_per_trial]
                      for i in range(n)]
             if parallel is not None and parallel > n:
+                need = parallel * self.gpus_per_trial
                 raise ValueError(f'TrainingLauncher: --parallel {parallel} trials of '
-                                 f'{self.gpus_per_trial} GPU(s) need {parallel * self.gpus_per_trial}'
-                                 f' GPUs, this machine shows {len(gpus)} (CUDA_VISIBLE_DEVICES)')
+                                 f'{self.gpus_per_trial} GPU(s) need {need} GPUs, this machine '
+                                 f'shows {len(gpus)} (CUDA_VISIBLE_DEVICES)')
             self.parallel = parallel or n
         else:
             self.parallel = parallel or 1
@@ -488,8 +507,8 @@ class TrainingLauncher:
                 log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")} '
                           f'{"resumed" if resume else "started"}: {shlex.join(argv)}\n')
                 log.flush()
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        preexec_fn=_die_with_parent)
+                proc = popen_dying_with_parent(argv, stdout=log, stderr=subprocess.STDOUT,
+                                               env=env)
                 with self._procs_lock:
                     self._procs[proc.pid] = proc
                     stopping = self._stopping

@@ -14,7 +14,7 @@ from .fixnorm_tune import FixNormTune
 from .launcher import TrainingLauncher
 from .scheduler import TrialScheduler
 from .store import TrialStore, trial_key
-from .trial import SweepConfigError, SweepInterrupted, Trial, TuneResult  # noqa: F401
+from .trial import SweepConfigError, Trial, TuneResult
 
 
 def _print_trial(log: Callable[[str], None]) -> Callable[[Trial], None]:
