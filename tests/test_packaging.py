@@ -10,6 +10,7 @@ sweep, fold the checkpoint, ``mim train`` / ``mim test``, and mmdet's own
 train script on a user config that inherits a provided FixNorm config by the
 route the README documents.
 """
+import glob
 import importlib.util
 import json
 import os
@@ -438,8 +439,10 @@ def test_mmdet_train_script_trains_a_user_config_inheriting_a_provided_one(wheel
     (work / 'user_det.py').write_text('\n'.join(lines) + '\n')
     script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
     out = run([python, script, 'user_det.py', '--work-dir', 'det'], work, env)
-    assert 'FixNorm fixed set' in out and 'bbox_head.retina_cls.weight  (FixNorm layer)' in out
+    assert 'FixNorm fixed set' in out and 'FixNorm layer: 1 tensor' in out
+    tensors = glob.glob(str(work / 'det' / '*' / 'fixnorm_tensors.txt'))
+    assert 'bbox_head.retina_cls.weight  (FixNorm layer)' in open(tensors[0]).read()
     assert 'coco/bbox_mAP' in out and (work / 'det' / 'iter_2.pth').exists()
     dumped = Config.fromfile(str(work / 'det' / 'user_det.py'))
-    assert dumped.optim_wrapper.type == 'FixNormOptimWrapper'
+    assert dumped.optim_wrapper.norm_control.type == 'FixNorm'
     assert dumped.model.bbox_head.type == 'FixNormRetinaHead'
