@@ -20,7 +20,7 @@ task of docs/results.md with both rules and reports which lr wins:
   picks from that seed's 5 trials (a tie goes to the smaller lr), and the
   winner over seeds is the best mean val accuracy.
 
-    python experiments/warmup_round0.py --workers 1     # 120 runs, ~5 CPU-min
+    python experiments/warmup_round0.py --workers 1     # 120 runs, ~2 CPU-min (5 min wall)
 """
 import inspect
 import os
