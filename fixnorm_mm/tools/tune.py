@@ -29,6 +29,7 @@ from fixnorm_mm.tools.configs import resolve_config
 from fixnorm_mm.tuning import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, PAPER_WD_RANGE,
                                BOWDTune, FixNormTune, TrainingLauncher, default_storage,
                                load_result, run_bo_wd, run_fixnorm_tune, summary, write_report)
+from fixnorm_mm.tuning import DEFAULT_WARMUP, WARMUP_RULES  # issue 17 item 4: --warmup
 
 
 def guess_task(config: str) -> str:
@@ -57,6 +58,10 @@ def parse_args(argv=None):
     g.add_argument('--alphas', nargs='+', type=float, default=list(PAPER_ALPHAS))
     g.add_argument('--later-rounds', choices=['inclusive', 'interior'], default='inclusive',
                    help='sampling rule of rounds after the first (docs/tuning.md)')
+    # issue 17 item 4: how a budget < 1 treats the warm-up (TrainingLauncher(warmup=...))
+    g.add_argument('--warmup', choices=list(WARMUP_RULES), default=DEFAULT_WARMUP,
+                   help='warm-up of shortened trials: scaled with the schedule (default) or '
+                        'kept at its absolute length (docs/tuning.md)')
     g = p.add_argument_group('BO+WD')
     g.add_argument('--wd-range', nargs=2, type=float, default=list(PAPER_WD_RANGE))
     g.add_argument('--n-trials', type=int, default=25,
@@ -115,7 +120,8 @@ def main(argv=None) -> int:
         args.config, metric=args.metric, cfg_options=args.cfg_options, launcher=args.launcher,
         gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial,
         parallel=args.parallel, partition=args.partition, gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task, srun_args=args.srun_args)
+        cpus_per_task=args.cpus_per_task, srun_args=args.srun_args,
+        warmup=args.warmup)
     store_kwargs = dict(heartbeat_interval=args.heartbeat, grace_period=args.grace_period,
                         poll_interval=args.poll)
     lr_range = args.lr_range or PAPER_LR_RANGES[task]

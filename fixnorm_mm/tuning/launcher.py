@@ -30,7 +30,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..tools.dist import srun_command, torchrun_command
-from .schedule import scale_schedule
+from .schedule import DEFAULT_WARMUP, check_warmup_rule, scale_schedule
 from .trial import TrialFailed, TrialOutcome
 
 #: Metrics that OpenMMLab tasks log at evaluation, by preference (mmpretrain,
@@ -179,6 +179,9 @@ class TrainingLauncher:
         python: the interpreter of the trials.
         train_module: the module a trial runs with ``python -m`` (its command
             line is :mod:`fixnorm_mm.tools.train`'s).
+        warmup: how a budget treats the warm-up, ``'scaled'`` (default) or
+            ``'absolute'`` (:func:`~fixnorm_mm.tuning.schedule.scale_schedule`,
+            docs/tuning.md).
     """
 
     def __init__(self, config: str, metric: Optional[str] = None,
@@ -186,10 +189,12 @@ class TrainingLauncher:
                  gpus_per_trial: Optional[int] = None, procs_per_trial: int = 1,
                  parallel: Optional[int] = None, partition: Optional[str] = None,
                  gpus_per_node: int = 8, cpus_per_task: int = 5, srun_args: str = '',
-                 python: str = sys.executable, train_module: str = TRAIN_MODULE) -> None:
+                 python: str = sys.executable, train_module: str = TRAIN_MODULE,
+                 warmup: str = DEFAULT_WARMUP) -> None:
         from mmengine.config import Config
         if launcher not in ('none', 'slurm'):
             raise ValueError(f"launcher must be 'none' or 'slurm', got {launcher!r}")
+        self.warmup = check_warmup_rule(warmup)
         self.config = osp.abspath(config)
         self.cfg = Config.fromfile(self.config)
         self.cfg_options = dict(cfg_options or {})
@@ -222,8 +227,9 @@ class TrainingLauncher:
 
     # ---------------------------------------------------------------- options
     def schedule_options(self, budget: float) -> Dict[str, Any]:
-        """The shortened schedule of a trial at ``budget`` x T_max."""
-        return scale_schedule(self.cfg, budget)
+        """The shortened schedule of a trial at ``budget`` x T_max (its warm-up
+        as ``self.warmup`` says: :func:`~fixnorm_mm.tuning.schedule.scale_schedule`)."""
+        return scale_schedule(self.cfg, budget, warmup=self.warmup)
 
     def key(self, leaf: str, given: Optional[str] = None) -> str:
         return given or find_key(self.cfg, leaf)

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 from .bo_wd import BOWDTune
 from .fixnorm_tune import FixNormTune
 from .launcher import TrainingLauncher
+from .schedule import DEFAULT_WARMUP
 from .store import TrialStore, trial_key
 from .trial import Trial, TuneResult
 
@@ -43,9 +44,15 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
     if retry_failed:
         log(f'[fixnorm-tune] {store.retry_failed()} failed trial(s) will run again')
 
+    def key(lr, alpha, budget):
+        # a shortened trial with the non-default warm-up rule is another
+        # training: it must not answer for (or be answered by) the default one
+        name = trial_key(lr=lr, alpha=alpha, budget=budget)
+        warmup = getattr(launcher, 'warmup', DEFAULT_WARMUP)
+        return name + f'_warmup-{warmup}' if warmup != DEFAULT_WARMUP and budget < 1 else name
+
     def trial_dir(lr, alpha, budget):
-        return osp.join(work_dir, 'trials', 'fixnorm-tune',
-                        trial_key(lr=lr, alpha=alpha, budget=budget))
+        return osp.join(work_dir, 'trials', 'fixnorm-tune', key(lr, alpha, budget))
 
     def run(lr, alpha, budget, state):
         log(f'[fixnorm-tune] {"resuming" if state["resume"] else "starting"} lr={lr:g} '
@@ -60,10 +67,10 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
         return (dict(lr=lr, alpha=alpha, budget=budget),
                 dict(method='fixnorm-tune', work_dir=d, log=osp.join(d, 'trial.log')))
 
-    objective = store.memoize(run, lambda lr, a, b: trial_key(lr=lr, alpha=a, budget=b),
-                              describe, log=lambda msg: None)
+    objective = store.memoize(run, key, describe, log=lambda msg: None)
     log(f'[fixnorm-tune] lr range {tuner.lr_range}, K={tuner.K}, budgets {tuner.budgets}, '
-        f'alphas {tuner.alphas}: {tuner.expected_cost:g} T_max; {launcher.parallel} trial(s) '
+        f'alphas {tuner.alphas}: {tuner.expected_cost:g} T_max; warm-up of shortened trials '
+        f'{getattr(launcher, "warmup", DEFAULT_WARMUP)}; {launcher.parallel} trial(s) '
         f'at once; storage {storage}')
     with ThreadPoolExecutor(max_workers=launcher.parallel) as pool:
         return tuner.run(objective, map=pool.map, callback=_print_trial(log))
