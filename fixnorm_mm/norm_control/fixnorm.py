@@ -194,8 +194,10 @@ class FixNormController(NormController):
             'not fix): optim_wrapper.optimizer.weight_decay > 0 with decay_mult=0 for the '
             'fixed weights in optim_wrapper.paramwise_cfg.custom_keys (docs/coco.md); or make '
             'them scale-invariant so that FixNorm fixes them: norm_eval=False for a BatchNorm '
-            "in eval mode, a WN conv (conv_cfg=dict(type='WNConv2d'), or FixNormModel) where "
-            'no normalization follows.')
+            'in eval mode (FixNormModel(backbone_norm_eval=False) for a frozen-BN backbone; '
+            'stages frozen by frozen_stages stay out), a WN conv '
+            "(conv_cfg=dict(type='WNConv2d'), or FixNormModel) where no normalization "
+            'follows.')
         title = (f'FixNorm fixed set ({"per layer" if self.per_layer else "global norm"}, '
                  f'Algo 1)' + (': reference norms restored from the checkpoint'
                                if resumed else ''))
