@@ -170,8 +170,9 @@ def train_once(spec: dict) -> dict:
     val/test accuracy, the curves and the wall time.
 
     ``spec`` holds keyword arguments of :func:`run_config` (``work_dir``
-    defaults to a temporary folder that is removed afterwards) and may hold
-    labels of the caller's, which are only passed through.
+    defaults to a temporary folder that is removed afterwards), optionally
+    ``cfg_options`` (merged into the config, as ``--cfg-options`` would be),
+    and may hold labels of the caller's, which are only passed through.
     """
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -181,7 +182,10 @@ def train_once(spec: dict) -> dict:
         # keys that run_config does not know are labels of the caller's
         kwargs = {k: v for k, v in spec.items() if k in inspect.signature(run_config).parameters}
         cfg = run_config(**dict(kwargs, work_dir=spec.get('work_dir') or tmp))
-        runner = Runner.from_cfg(Config(cfg))
+        config = Config(cfg)
+        if spec.get('cfg_options'):  # e.g. a FixNorm-tune budget (scale_schedule)
+            config.merge_from_dict(spec['cfg_options'])
+        runner = Runner.from_cfg(config)
         recorder = CurveRecorder(interval=next(
             h['interval'] for h in cfg['custom_hooks'] if h['type'] == 'MCBRHook'))
         runner.register_hook(recorder)

@@ -77,15 +77,12 @@ def _add_zero_biases(state: Dict[str, Tensor], folded: Dict[str, str],
             state[key] = torch.zeros_like(plain_state[key])
 
 
-FIXNORM_MODEL_KEYS = ('final_layer', 'alpha', 'weight_norm', 'weight_norm_exclude',
-                      'trace_input_shape')
-
-
 def plain_model_cfg(model_cfg: dict) -> Optional[dict]:
     """The upstream model config of a ``FixNormModel`` config (None otherwise):
     ``model_type`` back in ``type``, the conversion keys removed."""
     if model_cfg.get('type') != 'FixNormModel':
         return None
+    from .convert import FIXNORM_MODEL_KEYS
     plain = copy.deepcopy(dict(model_cfg))
     plain['type'] = plain.pop('model_type')
     for key in FIXNORM_MODEL_KEYS:

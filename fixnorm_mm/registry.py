@@ -3,6 +3,8 @@
 * :data:`NORM_CONTROLLERS`: the norm-control methods (FixNorm, epsilon-shifted
   L2, WRS, weight decay), built with ``norm_control=dict(type=...)``. Its own
   root: a controller is no model, hook or optimizer.
+* :data:`TRACING_TASKS`: what ``FixNormModel`` knows of each task
+  (detection, segmentation, classification: :mod:`fixnorm_mm.tracing`).
 * Children of mmengine's root registries (MODELS, HOOKS, ...): configs that
   inherit ``fixnorm_mm::...`` get ``_scope_='fixnorm_mm'`` on the dicts they
   introduce, and mmengine then looks in these. They hold nothing themselves:
@@ -31,6 +33,9 @@ _LOCATIONS = ['fixnorm_mm']
 
 NORM_CONTROLLERS = Registry('norm controller', scope='fixnorm_mm',
                             locations=['fixnorm_mm.norm_control'])
+#: the tasks FixNormModel knows how to trace (a synthetic batch through the
+#: model's own loss path) and whose heads' classifiers it finds
+TRACING_TASKS = Registry('tracing task', scope='fixnorm_mm', locations=['fixnorm_mm.tracing'])
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='fixnorm_mm', locations=_LOCATIONS)
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='fixnorm_mm', locations=_LOCATIONS)
 OPTIMIZERS = Registry('optimizer', parent=MMENGINE_OPTIMIZERS, scope='fixnorm_mm',

@@ -139,3 +139,34 @@ def test_train_tool_saves_atomically_and_resumes_the_newest_complete_checkpoint(
         f.truncate(1000)
     with pytest.raises(ValueError, match=r"--resume '.*iter_4\.pth' cannot be loaded"):
         main([path, '--resume', str(tmp_path / 'work' / 'iter_4.pth')])
+
+
+def test_upstream_style_resume_with_only_custom_imports(tmp_path):
+    """What mmdet's / mmpretrain's train scripts do: Config.fromfile (which runs
+    the config's custom_imports), then Runner.from_cfg(...).train() with
+    resume=True, in a process that never imported the plugin itself. The
+    checkpoint loads with torch's safe loading (weights_only=True)."""
+    import subprocess
+    import sys
+
+    from mmengine.config import Config
+    cfg = Config(runner_cfg(str(tmp_path / 'work'), max_iters=2))
+    cfg.custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.testing.toy'])
+    cfg.dump(str(tmp_path / 'cfg.py'))
+    script = (
+        "import sys\n"
+        "from mmengine.config import Config\n"
+        "from mmengine.runner import Runner\n"
+        "assert 'fixnorm_mm' not in sys.modules\n"
+        "cfg = Config.fromfile(sys.argv[1])\n"
+        "cfg.merge_from_dict(dict(train_cfg=dict(max_iters=int(sys.argv[2]))))\n"
+        "cfg.resume = sys.argv[2] == '4'\n"
+        "runner = Runner.from_cfg(cfg)\n"
+        "runner.train()\n"
+        "print('iter', runner.iter)\n")
+    for iters in ('2', '4'):
+        out = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'cfg.py'), iters],
+                             capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f'iter {iters}' in out.stdout
+    assert 'resumed epoch: 0, iter: 2' in out.stdout + out.stderr

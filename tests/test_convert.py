@@ -1,8 +1,13 @@
-"""FixNorm for any config (fixnorm_mm/convert.py): the FixNormModel builder
-converts the named final layer to FixNorm-FC/Conv and the convs no
-normalization follows to WN, at build time, so that a stock upstream config
-trains with FixNorm after a few added lines."""
+"""FixNorm for any config (fixnorm_mm/convert.py, fixnorm_mm/tracing/): the
+FixNormModel builder converts the final layers (named, or found in the heads
+with final_layer='auto') to FixNorm-FC/Conv and the convs/FCs no
+normalization follows in the model's own training loss to WN, at build
+time, so that a stock upstream config trains with FixNorm after a few added
+lines."""
 import os.path as osp
+import re
+import runpy
+import sys
 
 import pytest
 import torch
@@ -12,10 +17,11 @@ from mmengine.runner import Runner
 from torch import nn
 
 import fixnorm_mm  # noqa: F401
-from fixnorm_mm.convert import convert_to_fixnorm
+from fixnorm_mm.convert import build_and_convert, convert_to_fixnorm
 from fixnorm_mm.fold import fold_checkpoint, plain_model_cfg
 from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 import rank_dump  # noqa: F401  (registers RankDumpHook)
+from fixnorm_mm.testing.toy import ToyNet
 
 
 class Net(nn.Module):
@@ -99,18 +105,19 @@ def test_deeplabv3_builds_converted_with_its_own_class():
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'EncoderDecoder'
-    assert isinstance(model.decode_head.conv_seg, FixNormConv2d)
-    assert model.decode_head.conv_seg.cap == pytest.approx(19 ** 0.5)
-    # every ASPP conv feeds a BN; the auxiliary head does not run in the traced
-    # forward (mode='tensor' runs the decode head only) and stays plain
+    # final_layer='auto': the pixel classifier of the decode head and of the
+    # auxiliary head (which runs only in the loss path, traced here)
+    for head in (model.decode_head, model.auxiliary_head):
+        assert isinstance(head.conv_seg, FixNormConv2d)
+        assert head.conv_seg.cap == pytest.approx(19 ** 0.5)
+    # every other conv of the ASPP and FCN heads feeds a BN
     assert not any(isinstance(m, (WNConv2d, WNLinear)) for m in model.modules())
-    assert type(model.auxiliary_head.conv_seg) is nn.Conv2d
     # the converted model keeps the upstream state_dict keys, plus one g per layer
     init_default_scope('mmseg')
     plain = MODELS.build(plain_model_cfg(cfg.model))
     assert type(plain.decode_head.conv_seg) is nn.Conv2d
     extra = set(model.state_dict()) - set(plain.state_dict())
-    assert extra == {'decode_head.conv_seg.g'}
+    assert extra == {'decode_head.conv_seg.g', 'auxiliary_head.conv_seg.g'}
     assert set(plain.state_dict()) <= set(model.state_dict())
 
 
@@ -136,7 +143,7 @@ def test_stock_fcos_config_trains_with_a_constant_fixed_set_norm(tmp_path):
     w0 = model.neck.fpn_convs[0].conv.weight.detach().clone()
     runner.train()
 
-    fixer = runner.optim_wrapper.fixnorm.fixer
+    fixer = runner.optim_wrapper.norm_control.fixer
     names = fixer.names['default']
     assert 'bbox_head.conv_cls.weight' in names
     assert 'neck.fpn_convs.0.conv.weight' in names
@@ -160,3 +167,202 @@ def test_stock_fcos_config_trains_with_a_constant_fixed_set_norm(tmp_path):
     assert type(plain.bbox_head.conv_cls) is nn.Conv2d
     plain.load_state_dict(torch.load(tmp_path / 'plain.pth', weights_only=True)['state_dict'],
                           strict=True)
+
+
+# ---- layers no norm follows, refusals, unknown models -------------------------------
+
+class MLP(nn.Module):
+    """fc1 -> BN1d (scale-invariant), fc2 (no norm follows), fc classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn = nn.Linear(6, 8), nn.BatchNorm1d(8)
+        self.fc2, self.fc = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.fc2(self.bn(self.fc1(x)).relu()).relu())
+
+
+class PreNormBlock(nn.Module):
+    """A pre-norm transformer block: LayerNorm before each linear layer,
+    residual sums into the next norm; no layer feeds a norm."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.ln1, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ln2, self.fc1, self.fc2 = nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 4)
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.ln1(x)).chunk(3, -1)
+        x = x + self.proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+        x = x + self.fc2(self.fc1(self.ln2(x)).relu())
+        return self.head(self.norm(x).mean(1))
+
+
+def test_fc_layers_no_norm_follows_become_wn():
+    model = MLP()
+    x = torch.randn(4, 6)
+    want = model.eval()(x)
+    done = convert_to_fixnorm(model, 'fc', trace_input_shape=(6,))
+    assert done == {'fc': 'FixNormLinear', 'fc2': 'WNLinear'}  # fc1 feeds BN1d
+    assert type(model.fc1) is nn.Linear
+    torch.testing.assert_close(model.eval()(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_tracing_leaves_the_random_streams_alone():
+    from fixnorm_mm.tracing import trace_tensor_forward
+    model = Net()
+    torch.manual_seed(3)
+    want = torch.rand(3)
+    torch.manual_seed(3)
+    trace = trace_tensor_forward(model, (3, 8, 8))  # a random batch
+    torch.testing.assert_close(torch.rand(3), want)
+    assert set(trace.followed) == {'stem', 'frozen_conv', 'gn_conv'}
+    assert trace.followed['frozen_conv'] == ('frozen_bn', 'BatchNorm2d', False)
+
+
+def test_model_without_a_scale_invariant_weight_is_refused():
+    with pytest.raises(ValueError, match=r'no conv/linear layer of PreNormBlock feeds a '
+                                         r'normalization .*pre-norm transformer.*FixNorm does '
+                                         r"not apply.*weight_norm=\['"):
+        convert_to_fixnorm(PreNormBlock(), 'head', trace_input_shape=(5, 8))
+    # what would apply: WN on chosen layers
+    model = PreNormBlock()
+    done = convert_to_fixnorm(model, 'head', weight_norm=['fc1', 'fc2'])
+    assert done == {'head': 'FixNormLinear', 'fc1': 'WNLinear', 'fc2': 'WNLinear'}
+
+
+def test_openmmlab_model_that_no_task_knows():
+    """A BaseModel outside mmdet/mmseg/mmpretrain: no synthetic batch for it;
+    trace_input_shape traces its tensor forward instead."""
+    with pytest.raises(ValueError, match=r'no task of TRACING_TASKS \(.*detection.*\) knows '
+                                         r'ToyNet\. Set trace_input_shape=\(C, H, W\).*'
+                                         r'weight_norm=\[fnmatch patterns\]'):
+        convert_to_fixnorm(ToyNet(fc_type='fc'), 'head')
+    with pytest.raises(ValueError, match=r"final_layer='auto' finds .* ToyNet is none "
+                                         r'of them: name them'):
+        convert_to_fixnorm(ToyNet(fc_type='fc'), 'auto', trace_input_shape=(3, 8, 8))
+    model = ToyNet(fc_type='fc')
+    done = convert_to_fixnorm(model, 'head', trace_input_shape=(3, 8, 8))
+    assert done == {'head': 'FixNormLinear', 'backbone.6': 'WNConv2d'}
+
+
+# ---- two-stage, cascade and mask heads (tiny versions of the stock configs) ----------
+
+def _tiny_mmdet(name, **fixnorm):
+    """The FixNormModel config of a stock mmdet config, shrunk (ResNet-18 with
+    8 base channels, 16-channel neck and heads, 3 classes)."""
+    from fixnorm_mm.testing.detection import _shrink_model
+    from fixnorm_mm.zoo import fixnorm_model_cfg, load_config
+    cfg = load_config(name)
+    init_default_scope('mmdet')
+    model = fixnorm_model_cfg(cfg, **fixnorm)
+    _shrink_model(model, num_classes=3, tiny=True, width=16, score_thr=0.0)
+    model.pop('type')
+    return model
+
+
+def test_faster_rcnn_is_traced_through_its_loss():
+    """RPN and RoI head run only in the loss path: traced there, their convs and
+    FCs become WN, fc_cls FixNorm-FC; the frozen-BN backbone stays plain and
+    the log says why and how to change it."""
+    cfg = _tiny_mmdet('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    model, conversion = build_and_convert(**cfg)
+    head = model.roi_head.bbox_head
+    assert conversion.final_rules == {'roi_head.bbox_head.fc_cls': (
+        'class scores of Shared2FCBBoxHead (4 outputs: 3 classes + background)')}
+    assert isinstance(head.fc_cls, FixNormLinear) and head.fc_cls.cap == pytest.approx(2.0)
+    assert all(isinstance(m, WNLinear) for m in (*head.shared_fcs, head.fc_reg))
+    rpn = model.rpn_head
+    assert all(isinstance(m, WNConv2d) for m in (rpn.rpn_conv, rpn.rpn_cls, rpn.rpn_reg))
+    assert all(isinstance(m.conv, WNConv2d) for m in (*model.neck.lateral_convs,
+                                                       *model.neck.fpn_convs))
+    assert not any(isinstance(m, (WNConv2d, WNLinear, FixNormConv2d))
+                   for m in model.backbone.modules())
+    assert len(conversion.converted) == 1 + 14
+    log = conversion.format()
+    assert 'the detection loss of FasterRCNN on a synthetic batch of 2 images 128x128 ' \
+           'with boxes and labels' in log
+    assert re.search(r'15 conv\(s\) feed BatchNorm2d in eval mode \(frozen statistics', log)
+    assert 'FixNormModel(backbone_norm_eval=False) lets the backbone\'s BN train' in log
+    assert re.search(r'5 layer\(s\) do not train \(requires_grad=False.*backbone.conv1, '
+                     r'backbone.layer1.0.conv1', log)
+
+
+def test_backbone_norm_eval_brings_the_backbone_convs_in():
+    cfg = _tiny_mmdet('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+                      backbone_norm_eval=False)
+    backbone_cfg = cfg['backbone']
+    model, conversion = build_and_convert(**cfg)
+    assert backbone_cfg['norm_eval'] is True  # the caller's config is not changed
+    assert model.backbone.norm_eval is False
+    model.train()
+    assert model.backbone.layer2[0].bn1.training and not model.backbone.layer1[0].bn1.training
+    assert conversion.frozen_statistics == [  # frozen_stages=1: stem and stage 1
+        (n, 'BatchNorm2d') for n in conversion.frozen_weights]
+    assert conversion.frozen_weights[:2] == ['backbone.conv1', 'backbone.layer1.0.conv1']
+    log = conversion.format()
+    assert 'backbone.norm_eval: True in the config -> False' in log
+    assert 'backbone.frozen_stages=1 still keeps the stem and the first 1 stage(s) frozen' in log
+    # the fixed set then takes the backbone's stages 2-4
+    from fixnorm_mm.norm_fixing import select_fixed_params
+    from fixnorm_mm.tracing import find_task, trace_loss
+    fixed = select_fixed_params(model, trace_loss(model, find_task(model)).followed).reasons
+    assert fixed['backbone.layer2.0.conv1.weight'] == 'followed by BatchNorm2d'
+    assert 'backbone.layer1.0.conv1.weight' not in fixed
+
+    with pytest.raises(ValueError, match="backbone_norm_eval must be None .* got 'no'"):
+        build_and_convert(**dict(cfg, backbone_norm_eval='no'))
+
+
+def test_cascade_and_mask_heads():
+    cfg = _tiny_mmdet('mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py')
+    model, conversion = build_and_convert(**cfg)
+    assert conversion.final_layers == [f'roi_head.bbox_head.{i}.fc_cls' for i in range(3)]
+    for i in range(3):
+        assert isinstance(model.roi_head.bbox_head[i].fc_cls, FixNormLinear)
+        assert isinstance(model.roi_head.bbox_head[i].shared_fcs[1], WNLinear)
+        mask = model.roi_head.mask_head[i]
+        # mask logits: per-pixel scores of the class the box head chose: WN, no cap
+        assert isinstance(mask.conv_logits, WNConv2d)
+        assert isinstance(mask.convs[0].conv, WNConv2d)
+        assert (f'roi_head.mask_head.{i}.upsample', 'ConvTranspose2d') in \
+            conversion.not_convertible
+    assert 'images 128x128 with boxes, labels and masks' in conversion.format()
+
+
+# ---- the three-line user config through tools/train.py ------------------------------
+
+def test_three_line_faster_rcnn_config_trains_through_tools_train(tmp_path, monkeypatch):
+    from fixnorm_mm.testing.detection import make_coco_dataset, shrink_coco_config
+    user = tmp_path / 'faster_rcnn_fixnorm.py'
+    user.write_text(
+        "_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'\n"
+        "model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto')\n"
+        "optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor', "
+        "optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))\n")
+    data = make_coco_dataset(str(tmp_path / 'coco'), num_train=2, num_val=1, image_size=64)
+    cfg = shrink_coco_config(Config.fromfile(str(user)), data, str(tmp_path / 'work'),
+                             max_iters=3, width=16)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.default_hooks.checkpoint.interval = 1
+    cfg.dump(str(tmp_path / 'shrunk.py'))
+    monkeypatch.setattr(sys, 'argv', ['train.py', str(tmp_path / 'shrunk.py')])
+    runpy.run_path(osp.join(ROOT, 'tools', 'train.py'), run_name='__main__')
+
+    ckpts = [torch.load(tmp_path / 'work' / f'iter_{i}.pth', map_location='cpu',
+                        weights_only=False) for i in (1, 2, 3)]
+    state = ckpts[-1]['state_dict']
+    assert 'roi_head.bbox_head.fc_cls.g' in state  # FixNorm-FC
+    assert state['roi_head.bbox_head.shared_fcs.0.g'].shape == (32, 1)  # WN FC (per unit)
+    for ckpt in ckpts:  # after every step, the fixed set's global norm is ||W_0||
+        fixnorm = ckpt['optimizer']['fixnorm']['groups']['default']
+        names = fixnorm['params']
+        assert 'roi_head.bbox_head.fc_cls.weight' in names
+        assert 'rpn_head.rpn_conv.weight' in names
+        assert not any(n.startswith('backbone.') for n in names)  # frozen BN
+        norm = torch.stack([ckpt['state_dict'][n].float().norm() for n in names]).norm()
+        torch.testing.assert_close(norm, fixnorm['reference_norm'], rtol=1e-6, atol=0)
+    w = 'roi_head.bbox_head.shared_fcs.0.weight'
+    assert not torch.equal(ckpts[0]['state_dict'][w], state[w])  # it trained

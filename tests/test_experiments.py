@@ -20,6 +20,7 @@ import algo1_vs_wd  # noqa: E402
 import digits  # noqa: E402
 import final_layer  # noqa: E402
 import lr_alpha  # noqa: E402
+import warmup_round0  # noqa: E402
 
 from fixnorm_mm.testing.digits import SPLIT_SIZES, DigitsResNet, load_split  # noqa: E402
 
@@ -144,6 +145,22 @@ def test_lr_alpha_smoke(tmp_path):
         assert len(cell) == 2 and mean[i, j] == pytest.approx(np.mean(cell))
     assert set(raw['decoupling']['best_lr_per_alpha']) == set(alphas)
     assert (tmp_path / 'figures' / 'lr_alpha.png').stat().st_size > 10_000
+
+
+def test_warmup_round0_smoke(tmp_path):
+    """Round 0 under both warm-up rules (docs/tuning.md): the trials' schedules
+    differ only in the warm-up, and the pick is the best val accuracy."""
+    raw = warmup_round0.main(['--smoke', '--seeds', '1', '--out', str(tmp_path)])
+    assert len(raw['runs']) == 5 * 2
+    ends = {r['spec']['rule']: r['spec']['cfg_options']['param_scheduler.0.end']
+            for r in raw['runs']}
+    assert ends == {'absolute': 5, 'scaled': 2}  # 5 of 20 iterations; 0.4 x 5 -> 2
+    for rule in ('absolute', 'scaled'):
+        mine = sorted((r['spec']['lr'], r['val_accuracy']) for r in raw['runs']
+                      if r['spec']['rule'] == rule)
+        best = max(mine, key=lambda t: (t[1], -t[0]))[0]  # ties: the smaller lr
+        assert raw['picks'][0][rule] == dict(mean=best, per_seed=[best])
+    assert (tmp_path / 'results' / 'warmup_round0.md').read_text().count('| absolute (5 it.) |') == 1
 
 
 def test_decoupling_analysis_detects_a_coupled_grid():

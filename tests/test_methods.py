@@ -197,6 +197,37 @@ def test_eps_l2_wrapper_selection_and_the_loss_term_form_agree():
         torch.testing.assert_close(a[n], p, rtol=1e-5, atol=1e-6, msg=n)
 
 
+@pytest.mark.parametrize('mode', ['gradient', 'loss'])
+def test_eps_l2_gradient_is_added_after_gradient_clipping(mode):
+    """Our choice (docs/paper_departures.md): the regularizer's gradient joins
+    after clip_grad, as the optimizer's own weight decay does, so clipping the
+    loss gradient does not weaken the regularizer it replaces."""
+    x, y = torch.randn(4, 3, 6, 6), torch.randint(0, 4, (4,))
+    torch.manual_seed(0)
+    model = MixedNormNet()
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapper = build_optim_wrapper(model, dict(
+        type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
+        optimizer=dict(type='SGD', lr=0.1, weight_decay=0.05), clip_grad=dict(max_norm=1e-3),
+        norm_control=dict(type='EpsShiftedL2', eps=0.5, mode=mode)))
+    wrapper.update_params(F.cross_entropy(model(x), y))
+
+    torch.manual_seed(0)
+    twin = MixedNormNet()
+    F.cross_entropy(twin(x), y).backward()
+    torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.grad is not None], 1e-3)
+    for n, p in twin.named_parameters():
+        w, g = ref[n], p.grad if p.grad is not None else torch.zeros_like(p)
+        if n in ('bn_conv.weight', 'wn_conv.weight'):
+            g = g + eq27(w, 0.05, 0.5)
+        elif n == 'ws_conv.weight':
+            g = g + eq28(w, 0.05, 0.5)
+        else:
+            g = g + 0.05 * w  # the optimizer's own weight decay, also after clipping
+        torch.testing.assert_close(dict(model.named_parameters())[n].detach(), w - 0.1 * g,
+                                   rtol=1e-5, atol=1e-7, msg=n)
+
+
 def test_eps_l2_refuses_a_shared_param_group_with_weight_decay():
     model = MixedNormNet()
     wrapper = build_optim_wrapper(model, dict(
@@ -347,6 +378,50 @@ def test_apply_method_switches_only_the_method():
     assert ws_layer_types()  # mmcv's ConvWS is known
 
 
+def _decay_by_name(cfg):
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    decay = {id(p): g['weight_decay'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    return {n: decay[id(p)] for n, p in model.named_parameters()}
+
+
+def test_wd_fragment_decays_no_bias_and_no_bn_parameter_as_the_papers_reference(tmp_path):
+    """App. C: the weight-decay reference uses the no-bias-decay strategy of He
+    et al. (2019): no decay on biases nor on BN's gamma and beta. The fragment
+    before issue 17 decayed all of them."""
+    base = Config(runner_cfg(tmp_path, model=dict(type='ToyNet', plain_conv=True, fc_type='fc')))
+    decay = _decay_by_name(apply_method(base, 'wd'))
+    norms = {f'{n}.{k}' for n, m in MODELS.build(base.model).named_modules()
+             if isinstance(m, nn.BatchNorm2d) for k in ('weight', 'bias')}
+    biases = {n for n in decay if n.endswith('.bias')} - norms
+    weights = set(decay) - norms - biases
+    assert norms and biases and weights  # BN parameters, conv and FC biases, conv/FC weights
+    assert {decay[n] for n in norms | biases} == {0.0}
+    assert {decay[n] for n in weights} == {1e-4}
+    # the config's own paramwise_cfg wins key by key; the fragment fills in the rest
+    base.optim_wrapper['paramwise_cfg'] = dict(norm_decay_mult=1.0, custom_keys={
+        'head': dict(decay_mult=0.0)})
+    cfg = apply_method(base, 'wd')
+    assert cfg.optim_wrapper.paramwise_cfg == dict(
+        norm_decay_mult=1.0, bias_decay_mult=0.0, custom_keys={'head': dict(decay_mult=0.0)})
+    decay = _decay_by_name(cfg)
+    assert {decay[n] for n in norms} == {1e-4} and {decay[n] for n in biases} == {0.0}
+    assert {decay[n] for n in weights if n.startswith('head')} == {0.0}
+
+
+def test_eps_l2_fragment_follows_li_et_al_on_biases(tmp_path):
+    """Li et al. (Sec. 6.1): "the weight decay ratio lambda [is] 0 for all the
+    bias part in networks", BN and FC weights keep lambda = 1e-4 (the fragment
+    decayed biases before)."""
+    base = Config(runner_cfg(tmp_path, model=dict(type='ToyNet', plain_conv=True, fc_type='fc')))
+    decay = _decay_by_name(apply_method(base, 'eps_l2'))
+    model = MODELS.build(base.model)
+    gammas = {f'{n}.weight' for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    biases = {n for n in decay if n.endswith('.bias')}  # conv, FC and BN (beta) biases
+    assert len(biases) == 4 and {decay[n] for n in biases} == {0.0}
+    assert gammas and {decay[n] for n in gammas} == {1e-4} and decay['head.weight'] == 1e-4
+
+
 # ---------------------------------------------------------------- provided ImageNet config
 IMAGENET = osp.join(ROOT, 'configs', 'imagenet', 'resnet50d_fixnorm_16xb64-120e_in1k.py')
 
@@ -462,7 +537,7 @@ def test_a_method_fragment_is_one_base_line_beside_the_imagenet_bases(imagenet_c
         want = apply_method(imagenet_cfg, method).optim_wrapper
         assert cfg.optim_wrapper.type == want.type
         assert cfg.optim_wrapper.get('constructor') == want.get('constructor')
-        for key in ('norm_control', 'fixnorm', 'eps_shifted_l2', 'wrs'):
+        for key in ('norm_control', 'fixnorm', 'eps_shifted_l2', 'wrs', 'paramwise_cfg'):
             assert cfg.optim_wrapper.get(key) == want.get(key), key
         assert cfg.optim_wrapper.optimizer.weight_decay == want.optimizer.weight_decay
 

@@ -10,6 +10,7 @@ sweep, fold the checkpoint, ``mim train`` / ``mim test``, and mmdet's own
 train script on a user config that inherits a provided FixNorm config by the
 route the README documents.
 """
+import glob
 import importlib.util
 import json
 import os
@@ -152,7 +153,8 @@ def test_metafile_settings_are_what_the_configs_train_with():
         where = m['Config']
         assert optimizer.lr == pytest.approx(meta['lr']), where
         assert optimizer.get('weight_decay', 0) == pytest.approx(meta['weight decay']), where
-        fixnorm = cfg.optim_wrapper.get('type', 'OptimWrapper').startswith('FixNorm')
+        fixnorm = (cfg.optim_wrapper.get('norm_control') or {}).get('type') == 'FixNorm' \
+            or cfg.optim_wrapper.get('type', 'OptimWrapper').startswith('FixNorm')
         assert fixnorm == (meta['Method'] == 'FixNorm'), where
         if 'alpha' in meta:
             key = find_key(cfg, 'alpha')
@@ -282,7 +284,7 @@ for name in ('path.py', 'envvar.py'):
     print(name, cfg.model.type, cfg.model.alpha)
 # the base's custom_imports imported the plugin (and the toy task): components
 # only, no launcher
-assert 'fixnorm_mm' in sys.modules and 'fixnorm_mm.tuning.toy' in sys.modules
+assert 'fixnorm_mm' in sys.modules and 'fixnorm_mm.testing.toy' in sys.modules
 assert 'fixnorm_mm.engine.launch' not in sys.modules
 assert 'CPUDistributedDataParallel' not in MODEL_WRAPPERS.module_dict
 from fixnorm_mm.launch import CPUDistributedDataParallel, setup_launch
@@ -308,7 +310,7 @@ def test_upstream_loading_needs_the_path_route_and_the_plugin_registers_no_launc
     out = run([sys.executable, '-c', FRESH], tmp_path,
               dev_env(FIXNORM_MM_CONFIGS=config_tool.CONFIG_ROOT))
     assert 'scope: mmengine does not support to load fixnorm_mm config' in out
-    assert 'path.py TuneToyNet 2.0' in out and 'envvar.py TuneToyNet 3.0' in out
+    assert 'path.py ToyNet 2.0' in out and 'envvar.py ToyNet 3.0' in out
     assert out.strip().endswith('ok')
 
 
@@ -366,7 +368,7 @@ def test_wheel_trains_inherits_tunes_and_folds_outside_the_repository(wheel_env)
     run(['fixnorm-train', 'my_toy.py', '--work-dir', 'train', '--cfg-options', *TOY_OPTIONS],
         work, env)
     dumped = Config.fromfile(str(work / 'train' / 'my_toy.py'))
-    assert (dumped.model.type, dumped.model.alpha) == ('TuneToyNet', 2.0)
+    assert (dumped.model.type, dumped.model.alpha) == ('ToyNet', 2.0)
     assert dumped.optim_wrapper.type == 'FixNormOptimWrapper'
     assert (work / 'train' / 'iter_2.pth').exists()
 
@@ -437,8 +439,10 @@ def test_mmdet_train_script_trains_a_user_config_inheriting_a_provided_one(wheel
     (work / 'user_det.py').write_text('\n'.join(lines) + '\n')
     script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
     out = run([python, script, 'user_det.py', '--work-dir', 'det'], work, env)
-    assert 'FixNorm fixed set' in out and 'bbox_head.retina_cls.weight  (FixNorm layer)' in out
+    assert 'FixNorm fixed set' in out and 'FixNorm layer: 1 tensor' in out
+    tensors = glob.glob(str(work / 'det' / '*' / 'fixnorm_tensors.txt'))
+    assert 'bbox_head.retina_cls.weight  (FixNorm layer)' in open(tensors[0]).read()
     assert 'coco/bbox_mAP' in out and (work / 'det' / 'iter_2.pth').exists()
     dumped = Config.fromfile(str(work / 'det' / 'user_det.py'))
-    assert dumped.optim_wrapper.type == 'FixNormOptimWrapper'
+    assert dumped.optim_wrapper.norm_control.type == 'FixNorm'
     assert dumped.model.bbox_head.type == 'FixNormRetinaHead'

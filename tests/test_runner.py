@@ -95,7 +95,7 @@ def test_startup_table_and_mcbr_hook_logging_with_tensorboard(tmp_path):
     runner = Runner.from_cfg(cfg)
     runner.train()
     hub = runner.message_hub
-    for key in ('mcbr', 'g', 'g_capped', 'norm_default', 'effective_lr_default'):
+    for key in ('mcbr', 'g', 'g_capped', 'norm_default', 'default_effective_lr'):
         assert f'train/fixnorm/{key}' in hub.log_scalars, key
     mcbr = hub.get_scalar('train/fixnorm/mcbr').current()
     assert -1.0 <= mcbr <= 1.0
@@ -103,7 +103,7 @@ def test_startup_table_and_mcbr_hook_logging_with_tensorboard(tmp_path):
     assert hub.get_scalar('train/fixnorm/g').current() == pytest.approx(float(head.g))
     norm = hub.get_scalar('train/fixnorm/norm_default').current()
     lr = runner.optim_wrapper.get_lr()['lr'][0]
-    assert hub.get_scalar('train/fixnorm/effective_lr_default').current() == \
+    assert hub.get_scalar('train/fixnorm/default_effective_lr').current() == \
         pytest.approx(lr / norm ** 2, rel=1e-5)
     log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
     assert 'FixNorm fixed set' in log

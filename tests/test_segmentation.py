@@ -377,7 +377,8 @@ class Recorder(Hook):
 
     def _features(self, module, inputs, output):
         if module.training:
-            self.x = inputs[0].detach()
+            # the batch and the weight it was classified with (the step then changes it)
+            self.x, self.w = inputs[0].detach(), module.weight.detach().clone()
 
     def _samples(self, module, inputs, output):
         if module.training:
@@ -390,8 +391,7 @@ class Recorder(Hook):
             self.norms.append(math.sqrt(sum(p.detach().norm().item() ** 2 for p in fixed.values())))
         self.feature_sizes.append(tuple(self.x.shape[-2:]))
         self.label_sizes.append(tuple(self.labels.shape[-2:]))
-        self.mcbr.append(naive_mcbr(self.x, runner.model.decode_head.conv_seg.weight.detach(),
-                                    self.labels))
+        self.mcbr.append(naive_mcbr(self.x, self.w, self.labels))
 
 
 def naive_mcbr(x, weight, labels):

@@ -25,7 +25,7 @@ from mmengine.config import Config
 from fixnorm_mm.tuning import (PAPER_LR_RANGES, BOWDTune, FixNormTune, SweepConfigError,
                                TrainingLauncher, TrialFailed, TrialOutcome, TrialStore,
                                default_storage, find_key, load_result, lr_probes, read_metric,
-                               rescale_scheduler, scale_schedule, trial_key)
+                               rescale_scheduler, run_fixnorm_tune, scale_schedule, trial_key)
 from fixnorm_mm.tuning.launcher import format_option, training_divergence
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -388,6 +388,128 @@ def test_one_rescaler_for_budgets_and_shrinkers():
     assert rescale_scheduler(restart, 0.1) == {'step_size': 1, 'periods': [1, 70]}
     assert rescale_scheduler(dict(type='ConstantLR', by_epoch=False, begin=10, end=int(1e9)),
                              0.5) == {'begin': 5}
+
+
+def test_a_budget_keeps_the_warmup_absolute_on_request_and_compresses_what_follows():
+    """warmup='absolute' (docs/tuning.md): the warm-up keeps its length, the
+    rest of the schedule is squeezed into what is left; 'scaled' (the default)
+    shrinks everything. Checked on the lr curves of mmengine's own schedulers."""
+    cfg = Config.fromfile(TOY)  # 320 iterations: 32 of warm-up, cosine over 288
+    assert scale_schedule(cfg, 0.2) == scale_schedule(cfg, 0.2, warmup='scaled')
+    opts = scale_schedule(cfg, 0.2, warmup='absolute')
+    assert opts == {'train_cfg.max_iters': 64, 'param_scheduler.0.begin': 0,
+                    'param_scheduler.0.end': 32, 'param_scheduler.1.begin': 32,
+                    'param_scheduler.1.end': 64, 'param_scheduler.1.T_max': 32}
+    full = lr_curve(cfg.to_dict())
+    short = lr_curve(_merged(cfg, opts))
+    assert len(short) == 64 and short[:32] == pytest.approx(full[:32])  # the same warm-up
+    assert _first_peak(short) == 31 and short[-1] < 0.01
+    for k in (8, 16, 24):  # the cosine, compressed 9x after the warm-up
+        assert short[32 + k] == pytest.approx(full[32 + 9 * k], abs=1e-6)
+
+    # ImageNet (Sec. 3): 4 of 120 epochs; at 0.2 the trial warms up 4 of 24 epochs
+    imagenet = dict(train_cfg=dict(by_epoch=True, max_epochs=120, val_interval=1),
+                    param_scheduler=[
+                        dict(type='LinearLR', start_factor=0.25, by_epoch=True, begin=0, end=4,
+                             convert_to_iter_based=True),
+                        dict(type='CosineAnnealingLR', T_max=116, by_epoch=True, begin=4,
+                             end=120, convert_to_iter_based=True)],
+                    epoch_length=50)
+    opts = scale_schedule(imagenet, 0.2, warmup='absolute')
+    assert (opts['param_scheduler.0.end'], opts['param_scheduler.1.begin'],
+            opts['param_scheduler.1.T_max'], opts['param_scheduler.1.end']) == (4, 4, 20, 24)
+    short = lr_curve(_merged(imagenet, opts))
+    assert len(short) == 24 * 50 and _first_peak(short) == 199  # 4 epochs of 50 iterations
+
+    # COCO (mmdet's 500-iteration warm-up): the steps move with the compressed part
+    coco = dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=90000, val_interval=10000),
+                param_scheduler=[
+                    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+                    dict(type='MultiStepLR', begin=0, end=90000, by_epoch=False,
+                         milestones=[60000, 80000], gamma=0.1)])
+    opts = scale_schedule(coco, 0.2, warmup='absolute')
+    # x -> 500 + (x - 500) * (18000 - 500) / (90000 - 500)
+    assert opts['param_scheduler.0.end'] == 500
+    assert opts['param_scheduler.1.milestones'] == [12134, 16045]
+    short = lr_curve(_merged(coco, opts))
+    assert short[499] == pytest.approx(1.0) and short[12133] == pytest.approx(1.0)
+    assert short[12134] == pytest.approx(0.1) and short[16045] == pytest.approx(0.01)
+
+
+def _merged(cfg, opts):
+    cfg = Config(cfg.to_dict() if isinstance(cfg, Config) else cfg)
+    cfg.merge_from_dict(opts)
+    return cfg.to_dict()
+
+
+def test_an_absolute_warmup_across_units_and_what_it_refuses():
+    # iteration schedulers in an epoch loop (experiments/digits.py): the training's
+    # end in iterations is where the other iteration scheduler ends
+    digits = dict(train_cfg=dict(by_epoch=True, max_epochs=30), param_scheduler=[
+        dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=8),
+        dict(type='CosineAnnealingLR', by_epoch=False, begin=8, end=240, T_max=232)])
+    assert scale_schedule(digits, 0.2, warmup='absolute') == {
+        'train_cfg.max_epochs': 6, 'param_scheduler.0.begin': 0, 'param_scheduler.0.end': 8,
+        'param_scheduler.1.begin': 8, 'param_scheduler.1.end': 48, 'param_scheduler.1.T_max': 40}
+    # mmdet's epoch schedule after an iteration warm-up: the warm-up stays, the
+    # epoch steps scale as with 'scaled' (the warm-up's length in epochs is unknown)
+    mmdet = dict(train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=24), param_scheduler=[
+        dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+        dict(type='MultiStepLR', by_epoch=True, begin=0, end=24, milestones=[16, 22])])
+    opts = scale_schedule(mmdet, 0.5, warmup='absolute')
+    assert opts['param_scheduler.0.end'] == 500
+    assert opts['param_scheduler.1.milestones'] == [8, 11]
+    assert {k: v for k, v in opts.items() if k != 'param_scheduler.0.end'} == {
+        k: v for k, v in scale_schedule(mmdet, 0.5).items() if k != 'param_scheduler.0.end'}
+    # where the post-warm-up part goes is unknown, or the warm-up does not fit
+    open_end = dict(digits, param_scheduler=[
+        digits['param_scheduler'][0],
+        dict(type='ExponentialLR', gamma=0.99, by_epoch=False, begin=8)])
+    with pytest.raises(ValueError, match=r"param_scheduler.1 \(ExponentialLR\).*unknown"):
+        scale_schedule(open_end, 0.2, warmup='absolute')
+    with pytest.raises(ValueError, match=r'param_scheduler.0 \(LinearLR\).*does not fit'):
+        scale_schedule(Config.fromfile(TOY), 0.1, warmup='absolute')  # 32 of 32 iterations
+    with pytest.raises(ValueError, match="warmup must be one of"):
+        scale_schedule(digits, 0.2, warmup='kept')
+    with pytest.raises(ValueError, match="warmup must be one of"):
+        TrainingLauncher(TOY, warmup='kept')
+    assert TrainingLauncher(TOY, warmup='absolute').schedule_options(0.2)[
+        'param_scheduler.0.end'] == 32
+
+
+def test_a_shrunk_warmup_keeps_two_iterations_so_that_it_ever_steps():
+    """At budget 0.02 the toy's 32-iteration warm-up would be 0.64 -> 1 iteration;
+    mmengine's LinearLR never steps within one and the trial would run at
+    start_factor x lr throughout."""
+    cfg = Config.fromfile(TOY)
+    opts = scale_schedule(cfg, 0.02)
+    assert (opts['train_cfg.max_iters'], opts['param_scheduler.0.end']) == (6, 2)
+    short = lr_curve(_merged(cfg, opts))
+    assert short[0] == pytest.approx(0.1) and max(short) == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_sweep_with_the_other_warmup_rule_does_not_reuse_shortened_trials(tmp_path,
+                                                                           monkeypatch):
+    """Trials are keyed by (lr, alpha, budget) in the sweep's storage; a shortened
+    trial with warmup='absolute' is another training and gets its own key and
+    work_dir; a full-length one is the same training under either rule."""
+    ran = []
+
+    def fake_run(self, work_dir, options, resume=False):
+        ran.append((osp.basename(work_dir), options.get('param_scheduler.0.end')))
+        return TrialOutcome(-abs(options['optim_wrapper.optimizer.lr'] - 1.5))
+
+    monkeypatch.setattr(TrainingLauncher, 'run', fake_run)
+    storage = default_storage(str(tmp_path))
+    tuner = FixNormTune((0.2, 3.2), K=2, budgets=(0.2, 1.0), alphas=(0.5,))
+    for rule in ('scaled', 'absolute'):
+        run_fixnorm_tune(tuner, TrainingLauncher(TOY, warmup=rule), str(tmp_path), storage,
+                         alpha_key='model.alpha', log=lambda msg: None)
+    short = [(d, end) for d, end in ran if 'budget0.2' in d]
+    assert short == [('lr1.7_alpha0.5_budget0.2', 6), ('lr3.2_alpha0.5_budget0.2', 6),
+                     ('lr1.7_alpha0.5_budget0.2_warmup-absolute', 32),
+                     ('lr3.2_alpha0.5_budget0.2_warmup-absolute', 32)]
+    assert len([d for d, _ in ran if 'budget1' in d]) == 2  # run once, shared by both rules
 
 
 @pytest.mark.parametrize('path,alpha_key,expected', [

@@ -11,4 +11,6 @@ optim_wrapper = dict(
     # include/exclude: fnmatch patterns of parameter names; groups: parts fixed
     # independently, e.g. [dict(name='head', include=['head.*'])].
     norm_control=dict(type='FixNorm', include=[], exclude=[], groups=[], per_layer=False))
-custom_hooks = [dict(type='MCBRHook', interval=50)]
+# MCBR (Eq. 9) over every sample of the batch, g and the fixed set's norm, logged
+# as fixnorm/* (docs/monitoring.md); segmentation adds ignore_index=255.
+custom_hooks = [dict(type='MCBRHook', interval=50, ignore_index=None)]

@@ -9,5 +9,5 @@ model = dict(type='FixNormModel', model_type=_base_.model.type,
              final_layer='bbox_head.conv_cls', alpha=0.5)
 # Algo 1: no weight decay, the fixed set's global norm kept at its initial value.
 # The lr is FCOS's; FixNorm usually wants its own (FixNorm-tune, Algo 2).
-optim_wrapper = dict(type='FixNormOptimWrapper', constructor='FixNormOptimWrapperConstructor',
-                     optimizer=dict(weight_decay=0))
+optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor',
+                     optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))

@@ -44,4 +44,5 @@ log_processor = dict(by_epoch=False)
 visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
-log_level = 'WARNING'
+# INFO: the startup table (what FixNorm fixes) and the training log lines are shown
+log_level = 'INFO'

@@ -4,7 +4,8 @@ from .checkpoint import MMENGINE_CHECKPOINT_GLOBALS, allow_mmengine_checkpoints
 from .checkpoint_hook import (AtomicCheckpointHook, check_checkpoint_file,
                               find_resumable_checkpoint)
 from .constructor import FixNormOptimWrapperConstructor, NormControlOptimWrapperConstructor
-from .hooks import FixNormHook, MCBRHook, NormControlHook, batch_labels, find_controller
+from .hooks import FixNormHook, NormControlHook, find_controller
+from .mcbr_hook import MCBRHook, batch_labels
 from .optim_wrapper import (EpsShiftedL2OptimWrapper, FixNormAmpOptimWrapper,
                             FixNormOptimWrapper, WRSOptimWrapper)
 

@@ -190,10 +190,14 @@ class FixNormController(NormController):
         controlled = [n for named in sel.groups.values() for n in named]
         warn = table.uncontrolled_warning(
             table.uncontrolled(model, controlled, sel.excluded, self.decay_of()), 'FixNorm',
-            'Fix them too (weight-normalize them: FixNormModel or conv_cfg='
-            "dict(type='WNConv2d'); or let their BatchNorm train), or give them weight "
-            'decay with optim_wrapper.paramwise_cfg.custom_keys (decay_mult) and '
-            'optimizer.weight_decay > 0 (docs/coco.md).')
+            'To bound them, give them weight decay (Algo 1 keeps it on the weights it does '
+            'not fix): optim_wrapper.optimizer.weight_decay > 0 with decay_mult=0 for the '
+            'fixed weights in optim_wrapper.paramwise_cfg.custom_keys (docs/coco.md); or make '
+            'them scale-invariant so that FixNorm fixes them: norm_eval=False for a BatchNorm '
+            'in eval mode (FixNormModel(backbone_norm_eval=False) for a frozen-BN backbone; '
+            'stages frozen by frozen_stages stay out), a WN conv '
+            "(conv_cfg=dict(type='WNConv2d'), or FixNormModel) where no normalization "
+            'follows.')
         title = (f'FixNorm fixed set ({"per layer" if self.per_layer else "global norm"}, '
                  f'Algo 1)' + (': reference norms restored from the checkpoint'
                                if resumed else ''))
@@ -211,7 +215,8 @@ class FixNormController(NormController):
         for group, norm in self.fixer.norms().items():
             norm = norm if norm.dim() == 0 else norm.norm()
             out[f'norm_{group}'] = norm
-            out[f'effective_lr_{group}'] = lr / norm ** 2
+            # ends in 'lr': mmengine prints it as a learning rate (x.xxxxe-yy)
+            out[f'{group}_effective_lr'] = lr / norm ** 2
         return out
 
 

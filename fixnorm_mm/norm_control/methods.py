@@ -13,6 +13,10 @@ config instead, the way ``--cfg-options`` is::
 
 What stays: the optimizer (type, lr, momentum, ...), ``paramwise_cfg``,
 ``clip_grad``, ``accumulative_counts``, AMP, the schedule, the model, the data.
+A fragment's own ``paramwise_cfg`` (the ``wd`` fragment's no decay on norm
+layers and biases, App. C) fills in the keys the config's ``paramwise_cfg``
+does not set: the config's own keys win, key by key (so ``custom_keys`` and an
+explicit ``norm_decay_mult=1.`` stay), as when the fragment is a ``_base_``.
 What goes: the previous method's wrapper type, constructor and options
 (``norm_control`` and the legacy ``fixnorm`` / ``eps_shifted_l2`` / ``wrs``)
 and a ``FixNormHook`` / ``NormControlHook``.
@@ -76,8 +80,12 @@ def apply_method(cfg: Union[Config, dict], method: str) -> Config:
     new = frag.optim_wrapper.to_dict()
     optimizer = dict(old.pop('optimizer', {}))
     optimizer.update(new.pop('optimizer', {}))
+    paramwise = dict(new.pop('paramwise_cfg', None) or {})
+    paramwise.update(old.pop('paramwise_cfg', None) or {})
     old.update(new)
     old['optimizer'] = optimizer
+    if paramwise:
+        old['paramwise_cfg'] = paramwise
     if was_amp:
         if old['type'] not in _AMP_TYPES:
             raise ValueError(f'{method}: the optim wrapper type {old["type"]!r} of its '

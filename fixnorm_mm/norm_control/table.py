@@ -105,11 +105,19 @@ def details(groups: Mapping[str, Mapping[str, Tensor]], reasons: Mapping[str, st
 
 
 def uncontrolled_warning(items: Sequence[Tuple[str, int, str]], method: str,
-                         remedy: str) -> List[str]:
-    """The WARNING line for :func:`uncontrolled` tensors (empty if none)."""
+                         remedy: str, max_names: int = 3) -> List[str]:
+    """The WARNING line for :func:`uncontrolled` tensors (empty if none):
+    how many, why each was left out (counted, first names), and ``remedy``,
+    which names the config keys that change it."""
     if not items:
         return []
-    first, _, why = items[0]
-    return [f'{_count([(n, k) for n, k, _ in items])} of trainable weights are outside '
-            f'what {method} controls and get no weight decay, so nothing bounds their '
-            f'norm (e.g. {first}: {why}). {remedy}']
+    n, params = len(items), sum(k for _, k, _ in items)
+    parts = []
+    for why, named in by_reason(items).items():
+        names = ', '.join(nm for nm, _ in named[:max_names])
+        parts.append(f'{why}: {len(named)} ({names}{", ..." if len(named) > max_names else ""})')
+    what = 'no weight decay' if method == 'weight decay' else f'neither {method} nor weight decay'
+    return [f'{n} trainable weight tensor{"s" if n != 1 else ""} ({params:,} params) '
+            f'get{"s" if n == 1 else ""} {what}, so no regularizer bounds '
+            f'{"its" if n == 1 else "their"} norm. Left out of {method} because '
+            f'{"; ".join(parts)}. {remedy}']

@@ -79,7 +79,8 @@ def make_coco_dataset(root: str, num_train: int = 8, num_val: int = 2,
 
     Each image is grey noise with 1..``max_boxes`` filled, outlined
     rectangles; a rectangle's colour is its class (:data:`PALETTE`) and its
-    annotation is its exact box. Layout::
+    annotation is its exact box, with the rectangle as its polygon mask
+    (``segmentation``), so that instance-segmentation configs train too. Layout::
 
         root/train/000000.png ...   root/annotations/instances_train.json
         root/val/000000.png ...     root/annotations/instances_val.json
@@ -116,9 +117,12 @@ def make_coco_dataset(root: str, num_train: int = 8, num_val: int = 2,
                 rgb = PALETTE[label]
                 cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), rgb[::-1], thickness=-1)
                 cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), (0, 0, 0), thickness=1)
+                # the rectangle's outline as a polygon: instance masks for
+                # Mask R-CNN and other mask heads (LoadAnnotations(with_mask=True))
+                polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
                 annotations.append(dict(id=len(annotations) + 1, image_id=i + 1,
                                         category_id=label + 1, bbox=[x, y, w, h],
-                                        area=w * h, iscrowd=0, segmentation=[]))
+                                        area=w * h, iscrowd=0, segmentation=[polygon]))
             name = f'{i:06d}.png'
             cv2.imwrite(osp.join(root, img_dir, name), img)
             images.append(dict(id=i + 1, file_name=name, height=image_size, width=image_size))

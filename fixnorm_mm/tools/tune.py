@@ -37,6 +37,7 @@ from fixnorm_mm.tuning import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, PAP
                                BOWDTune, FixNormTune, SweepConfigError, SweepInterrupted,
                                TrainingLauncher, TrialStore, default_storage, load_result,
                                run_bo_wd, run_fixnorm_tune, summary, write_report)
+from fixnorm_mm.tuning import DEFAULT_WARMUP, WARMUP_RULES  # issue 17 item 4: --warmup
 from fixnorm_mm.tuning.store import StorageError
 
 #: Exit status of a sweep stopped by a mistake in its arguments or config
@@ -73,6 +74,10 @@ def parse_args(argv=None):
     g.add_argument('--alphas', nargs='+', type=float, default=list(PAPER_ALPHAS))
     g.add_argument('--later-rounds', choices=['inclusive', 'interior'], default='inclusive',
                    help='sampling rule of rounds after the first (docs/tuning.md)')
+    # issue 17 item 4: how a budget < 1 treats the warm-up (TrainingLauncher(warmup=...))
+    g.add_argument('--warmup', choices=list(WARMUP_RULES), default=DEFAULT_WARMUP,
+                   help='warm-up of shortened trials: scaled with the schedule (default) or '
+                        'kept at its absolute length (docs/tuning.md)')
     g = p.add_argument_group('BO+WD')
     g.add_argument('--wd-range', nargs=2, type=float, default=list(PAPER_WD_RANGE))
     g.add_argument('--n-trials', type=int, default=25,

@@ -6,8 +6,9 @@
 * :class:`BOWDTune` — Bayesian optimisation of lr and weight decay (Optuna), on
   the same objective interface.
 * :func:`scale_schedule` — the ``--cfg-options`` of a budget: the whole schedule
-  (length, warm-up, milestones, cosine/poly ends) shrunk; :func:`rescale_scheduler`
-  does the arithmetic for one scheduler.
+  (length, warm-up, milestones, cosine/poly ends) shrunk, the warm-up with it
+  (``warmup='scaled'``, default) or kept at its length (``'absolute'``);
+  :func:`rescale_scheduler` does the arithmetic for one scheduler.
 * :class:`TrainingLauncher`, :class:`TrialStore`, :class:`TrialScheduler`,
   :func:`run_fixnorm_tune`, :func:`run_bo_wd` — real trainings as trials,
   parallel, resumable, shared through an Optuna storage by several workers
@@ -24,7 +25,7 @@ from .fixnorm_tune import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, FixNorm
                            lr_probes)
 from .launcher import KNOWN_METRICS, TrainingLauncher, classify_exit, find_key, read_metric
 from .report import load_result, plot, summary, write_report
-from .schedule import rescale_scheduler, scale_schedule
+from .schedule import DEFAULT_WARMUP, WARMUP_RULES, rescale_scheduler, scale_schedule
 from .scheduler import TrialScheduler
 from .store import TrialBusy, TrialStore, default_storage, trial_key
 from .sweep import run_bo_wd, run_fixnorm_tune
@@ -33,6 +34,7 @@ from .trial import (SweepConfigError, SweepInterrupted, Trial, TrialFailed, Tria
 
 __all__ = ['FixNormTune', 'BOWDTune', 'lr_probes', 'PAPER_ALPHAS', 'PAPER_BUDGETS',
            'PAPER_LR_RANGES', 'PAPER_WD_RANGE', 'scale_schedule', 'rescale_scheduler',
+           'WARMUP_RULES', 'DEFAULT_WARMUP',
            'TrainingLauncher', 'KNOWN_METRICS', 'read_metric', 'find_key', 'TrialStore',
            'default_storage', 'trial_key', 'run_fixnorm_tune', 'run_bo_wd', 'write_report',
            'plot', 'summary', 'load_result', 'Trial', 'TrialFailed', 'TrialOutcome',

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.checkpoint_hook import find_resumable_checkpoint
 from ..tools.dist import srun_command, torchrun_command
-from .schedule import scale_schedule
+from .schedule import DEFAULT_WARMUP, check_warmup_rule, scale_schedule
 from .trial import SweepConfigError, TrialFailed, TrialInterrupted, TrialOutcome
 
 #: Metrics that OpenMMLab tasks log at evaluation, by preference (mmpretrain,
@@ -352,6 +352,9 @@ class TrainingLauncher:
         python: the interpreter of the trials.
         train_module: the module a trial runs with ``python -m`` (its command
             line is :mod:`fixnorm_mm.tools.train`'s).
+        warmup: how a budget treats the warm-up, ``'scaled'`` (default) or
+            ``'absolute'`` (:func:`~fixnorm_mm.tuning.schedule.scale_schedule`,
+            docs/tuning.md).
     """
 
     def __init__(self, config: str, metric: Optional[str] = None,
@@ -359,7 +362,8 @@ class TrainingLauncher:
                  gpus_per_trial: Optional[int] = None, procs_per_trial: int = 1,
                  parallel: Optional[int] = None, partition: Optional[str] = None,
                  gpus_per_node: int = 8, cpus_per_task: int = 5, srun_args: str = '',
-                 python: str = sys.executable, train_module: str = TRAIN_MODULE) -> None:
+                 python: str = sys.executable, train_module: str = TRAIN_MODULE,
+                 warmup: str = DEFAULT_WARMUP) -> None:
         from mmengine.config import Config
         if launcher not in ('none', 'slurm'):
             raise ValueError(f"TrainingLauncher: launcher (--launcher) must be 'none' or "
@@ -372,6 +376,7 @@ class TrainingLauncher:
         if metric is not None and not (isinstance(metric, str) and metric.strip()):
             raise ValueError(f'TrainingLauncher: metric (--metric) must be a non-empty name, '
                              f'got {metric!r}')
+        self.warmup = check_warmup_rule(warmup)
         self.config = osp.abspath(config)
         self.cfg = Config.fromfile(self.config)
         self.cfg_options = dict(cfg_options or {})
@@ -430,8 +435,9 @@ class TrainingLauncher:
 
     # ---------------------------------------------------------------- options
     def schedule_options(self, budget: float) -> Dict[str, Any]:
-        """The shortened schedule of a trial at ``budget`` x T_max."""
-        return scale_schedule(self.cfg, budget)
+        """The shortened schedule of a trial at ``budget`` x T_max (its warm-up
+        as ``self.warmup`` says: :func:`~fixnorm_mm.tuning.schedule.scale_schedule`)."""
+        return scale_schedule(self.cfg, budget, warmup=self.warmup)
 
     def key(self, leaf: str, given: Optional[str] = None) -> str:
         return given or find_key(self.cfg, leaf)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import os.path as osp
+import textwrap
 from typing import Dict, List, Optional, Sequence
 
 from .trial import Trial, TuneResult
@@ -95,6 +96,39 @@ def write_report(out_dir: str, results: Sequence[TuneResult], metric_name: str =
     return paths
 
 
+def progress_curve(result: TuneResult):
+    """The progress panel's curve: ``((costs, best metrics), before)``, from the
+    first full-budget result on; ``before`` is the cost spent before the trial
+    that gave it (the short trials, failed ones too). None if no full-budget
+    trial succeeded."""
+    pts = result.progress()
+    first = next((i for i, (_, b) in enumerate(pts) if b > -math.inf), None)
+    if first is None:
+        return None
+    reached = pts[first:]
+    before = pts[first - 1][0] if first > 0 else 0.0
+    return ([c for c, _ in reached], [b for _, b in reached]), before
+
+
+def alpha_tie_note(result: TuneResult, trials: Sequence[Trial]) -> str:
+    """Which alpha Algo 2 chose when others reached the same metric, and why
+    (empty when there is no tie)."""
+    tied = sorted({t.alpha for t in trials
+                   if t.metric == result.best_metric and t.alpha != result.best_alpha})
+    if not tied:
+        return ''
+    others = ', '.join(_fmt(a) for a in tied)
+    alpha0 = result.trials[0].alpha if result.trials else None
+    if result.best_alpha == alpha0:
+        why = (f'alpha_0 = {_fmt(alpha0)} of the lr rounds is kept: Algo 2 (line 13) '
+               'replaces it only by a strictly better metric')
+    else:
+        why = ('the first of the tied candidates in the alpha list wins (line 12 keeps '
+               'the first maximum)')
+    return f'tie at {_fmt(result.best_metric, 6)}: alpha = {_fmt(result.best_alpha)} ' \
+           f'chosen over alpha = {others}; {why}'
+
+
 def plot(results: Sequence[TuneResult], path: str, metric_name: str = 'metric',
          title: Optional[str] = None) -> str:
     """Fig. 5 of the paper for these results: lr rounds, alpha round (FixNorm-tune),
@@ -109,13 +143,24 @@ def plot(results: Sequence[TuneResult], path: str, metric_name: str = 'metric',
     axes = list(axes[0])
     ax = axes.pop(0)
     for r in results:
-        pts = r.progress()
-        xs = [c for c, b in pts if b > -math.inf]
-        ys = [b for c, b in pts if b > -math.inf]
-        if xs:
-            ax.step(xs, ys, where='post', marker='o', ms=3, label=r.method)
+        curve = progress_curve(r)
+        if curve is None:
+            continue
+        (xs, ys), before = curve
+        line, = ax.step(xs, ys, where='post', marker='o', ms=3, label=r.method)
+        color = line.get_color()
+        # every trial's cost, the short ones included: a tick on the x axis at
+        # the cumulative cost after it
+        ax.plot([c for c, _ in r.progress()], [0.0] * len(r.trials), '|', ms=8, color=color,
+                transform=ax.get_xaxis_transform())
+        if before > 0:
+            ax.axvspan(0.0, before, color=color, alpha=0.1, lw=0)
+            ax.text(before / 2, 0.5, f'{r.method}: {before:.3g} T_max of short trials',
+                    transform=ax.get_xaxis_transform(), rotation=90, ha='center',
+                    va='center', fontsize=7, color=color)
+    ax.set_xlim(left=0)
     ax.set_xlabel('cost (x T_max)')
-    ax.set_ylabel(f'best {metric_name} so far')
+    ax.set_ylabel(f'best full-budget {metric_name} so far')
     ax.set_title('progress')
     ax.grid(alpha=0.3)
     ax.legend()
@@ -143,11 +188,18 @@ def plot(results: Sequence[TuneResult], path: str, metric_name: str = 'metric',
         ts = [t for t in r.trials if t.lr == r.best_lr and t.budget == last and not t.failed]
         ts = sorted(ts, key=lambda t: t.alpha)
         ax.plot([t.alpha for t in ts], [t.metric for t in ts], marker='o')
+        chosen = f'chosen: alpha = {_fmt(r.best_alpha)} ({metric_name} {_fmt(r.best_metric, 6)})'
+        note = alpha_tie_note(r, ts)
+        if note:
+            chosen += '\n' + textwrap.fill(note, 44)
+        ax.plot([r.best_alpha], [r.best_metric], marker='*', ms=14, ls='none', color='C3',
+                label=chosen)
         ax.set_xscale('log', base=2)
         ax.set_xlabel('alpha')
         ax.set_ylabel(metric_name)
         ax.set_title(f'alpha round (lr = {_fmt(r.best_lr)})')
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from .bo_wd import BOWDTune
 from .fixnorm_tune import FixNormTune
 from .launcher import TrainingLauncher
+from .schedule import DEFAULT_WARMUP
 from .scheduler import TrialScheduler
 from .store import TrialStore, trial_key
 from .trial import SweepConfigError, Trial, TuneResult
@@ -52,9 +53,15 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
     if retry_failed:
         log(f'[fixnorm-tune] {store.retry_failed()} failed trial(s) will run again')
 
+    def key(lr, alpha, budget):
+        # a shortened trial with the non-default warm-up rule is another
+        # training: it must not answer for (or be answered by) the default one
+        name = trial_key(lr=lr, alpha=alpha, budget=budget)
+        warmup = getattr(launcher, 'warmup', DEFAULT_WARMUP)
+        return name + f'_warmup-{warmup}' if warmup != DEFAULT_WARMUP and budget < 1 else name
+
     def trial_dir(lr, alpha, budget):
-        return osp.join(work_dir, 'trials', 'fixnorm-tune',
-                        trial_key(lr=lr, alpha=alpha, budget=budget))
+        return osp.join(work_dir, 'trials', 'fixnorm-tune', key(lr, alpha, budget))
 
     def run(lr, alpha, budget, state):
         log(f'[fixnorm-tune] {"resuming" if state["resume"] else "starting"} lr={lr:g} '
@@ -73,10 +80,10 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
         if not msg.endswith('not re-run'):  # answers from the storage: _print_trial says so
             log(f'[fixnorm-tune] {msg}')
 
-    objective = store.memoize(run, lambda lr, a, b: trial_key(lr=lr, alpha=a, budget=b),
-                              describe, log=store_log, retries=retries, wait=False)
+    objective = store.memoize(run, key, describe, log=store_log, retries=retries, wait=False)
     log(f'[fixnorm-tune] lr range {tuner.lr_range}, K={tuner.K}, budgets {tuner.budgets}, '
-        f'alphas {tuner.alphas}: {tuner.expected_cost:g} T_max; {launcher.parallel} trial(s) '
+        f'alphas {tuner.alphas}: {tuner.expected_cost:g} T_max; warm-up of shortened trials '
+        f'{getattr(launcher, "warmup", DEFAULT_WARMUP)}; {launcher.parallel} trial(s) '
         f'at once; storage {storage}')
     with TrialScheduler(launcher.parallel, store.poll_interval, stop=launcher.stop,
                         describe=lambda p: f'lr={p[0]:g} alpha={p[1]:g} budget={p[2]:g}'
