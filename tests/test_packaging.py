@@ -125,7 +125,7 @@ def test_model_index_lists_every_provided_config():
     listed = sorted(m['Config'] for m in models)
     provided = sorted(f'configs/{p}' for p in config_tool.provided_configs()
                       if not p.startswith('toy/'))
-    assert listed == provided and len(listed) == 32
+    assert listed == provided and len(listed) == 35
     for m in models:
         assert m['Name'] == osp.splitext(osp.basename(m['Config']))[0]
         assert m['Metadata']['Training Data'] in m['Collection']['Metadata']['Training Data']

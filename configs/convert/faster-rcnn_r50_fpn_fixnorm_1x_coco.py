@@ -5,7 +5,7 @@
 # FixNorm-FC (Eq. 10). The backbone keeps its frozen BN (norm_eval=True), so its convs stay
 # out of the fixed set; backbone_norm_eval=False in FixNormModel brings them in.
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
-model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto')
+model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto', alpha=1.0)
 optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor',
                      optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))
 # needed only with upstream tools (ours import the plugin themselves)

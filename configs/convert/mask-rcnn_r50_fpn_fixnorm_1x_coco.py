@@ -3,7 +3,7 @@
 # become WN: mask logits are per-pixel foreground scores of the class the box head chose, not
 # a classifier over classes, so they are not capped like FixNorm-Conv.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto')
+model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto', alpha=1.0)
 optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor',
                      optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))
 # needed only with upstream tools (ours import the plugin themselves)

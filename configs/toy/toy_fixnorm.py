@@ -30,10 +30,10 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=288, eta_min=0, by_epoch=False, begin=32, end=320),
 ]
 optim_wrapper = dict(
-    type='FixNormOptimWrapper',
-    constructor='FixNormOptimWrapperConstructor',
+    type='OptimWrapper',
+    constructor='NormControlOptimWrapperConstructor',
     optimizer=dict(type='SGD', lr=0.8, momentum=0.9, nesterov=True, weight_decay=0),
-    fixnorm=dict(include=[], exclude=[], groups=[], per_layer=False))
+    norm_control=dict(type='FixNorm', include=[], exclude=[], groups=[], per_layer=False))
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
