@@ -369,7 +369,7 @@ def test_wheel_trains_inherits_tunes_and_folds_outside_the_repository(wheel_env)
         work, env)
     dumped = Config.fromfile(str(work / 'train' / 'my_toy.py'))
     assert (dumped.model.type, dumped.model.alpha) == ('ToyNet', 2.0)
-    assert dumped.optim_wrapper.type == 'FixNormOptimWrapper'
+    assert dumped.optim_wrapper.norm_control.type == 'FixNorm'
     assert (work / 'train' / 'iter_2.pth').exists()
 
     # a two-trial sweep (one lr, then the second alpha), trials through the package
