@@ -39,7 +39,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS

@@ -4,7 +4,6 @@ warning, the toy configs' log level, --amp on a CPU, the sweep figure."""
 import glob
 import importlib.util
 import json
-import math
 import os.path as osp
 import re
 import uuid

@@ -45,7 +45,7 @@ def config_path(name: str) -> str:
     path = osp.join(CONFIG_ROOT, rel)
     if not osp.isfile(path):
         close = difflib.get_close_matches(rel, provided_configs(), n=3, cutoff=0.5)
-        hint = f'; did you mean {close}?' if close else f'; see `fixnorm-config --list`'
+        hint = f'; did you mean {close}?' if close else '; see `fixnorm-config --list`'
         raise FileNotFoundError(f'no provided config {rel!r} under {CONFIG_ROOT}{hint}')
     return path
 

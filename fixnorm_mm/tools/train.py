@@ -14,10 +14,8 @@ repository and ``.mim/tools/train.py`` in the installed package (what
 ``mim train fixnorm_mm CONFIG`` runs).
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
@@ -27,6 +25,7 @@ import fixnorm_mm  # noqa: F401  (registers the plugin, allows safe resume)
 from fixnorm_mm.engine.checkpoint_hook import check_checkpoint_file, find_resumable_checkpoint
 from fixnorm_mm.engine.launch import setup_launch
 from fixnorm_mm.norm_control.methods import apply_method, check_method_name, enable_amp
+from fixnorm_mm.tools.common import add_runner_args, parse_runner_args, set_work_dir
 from fixnorm_mm.tools.configs import resolve_config
 
 
@@ -45,14 +44,8 @@ def parse_args(argv=None):
                              'apply after it')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual batch size (auto_scale_lr)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_args(parser)
+    return parse_runner_args(parser, argv)
 
 
 def build_cfg(args) -> Config:
@@ -63,10 +56,7 @@ def build_cfg(args) -> Config:
         cfg = apply_method(cfg, check_method_name(args.method))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    set_work_dir(cfg, args.work_dir, config)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
