@@ -35,7 +35,9 @@ study in ``<work-dir>/bo-wd_*.db`` (Optuna storage): running the command again
 trains nothing and only reprints.
 
     python benchmarks/tune_benchmark.py --workers 2 \\
-        --out docs/results/tune_benchmark        # ~30 CPU-min
+        --out docs/results/tune_benchmark        # ~15 CPU-min
+    python benchmarks/tune_benchmark.py --workers 2 --lr-range 0.05 3.2 \\
+        --out docs/results/tune_benchmark_wide   # the optimum inside the range
     python benchmarks/tune_benchmark.py --smoke --work-dir /tmp/x   # seconds
 """
 import argparse
@@ -57,10 +59,10 @@ sys.path.insert(0, osp.join(ROOT, 'experiments'))
 TASK = dict(epochs=20, width=16, batch_size=50, warmup_iters=40)
 SMOKE_TASK = dict(epochs=2, width=4, batch_size=50, warmup_iters=1, train_subset=100,
                   eval_subset=100)
-LR_RANGE = (0.2, 3.2)
+LR_RANGE = (0.2, 3.2)  # the paper's ImageNet range, for both methods
 WD_RANGE = (1e-5, 5e-4)
 K, BUDGETS, ALPHAS = 5, (0.2, 1.0), (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-GRID = dict(lrs=(0.2, 0.4, 0.8, 1.6, 3.2), alphas=(0.5, 1.0, 2.0, 4.0, 16.0),
+GRID = dict(lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2), alphas=(0.5, 1.0, 2.0, 4.0, 16.0),
             wds=(1e-5, 5e-5, 2e-4, 5e-4))
 SMOKE = dict(K=2, budgets=(0.5, 1.0), alphas=(0.5, 1.0),
              grid=dict(lrs=(0.2, 0.8), alphas=(0.5,), wds=(1e-4,)))
@@ -192,13 +194,15 @@ def run_job(job: dict, work_dir: str, task: dict, setup: dict) -> dict:
         except TrialFailed as e:
             res = dict(val=float('nan'), test=float('nan'), failed=True, error=e.reason)
     elif kind == 'fixnorm-tune':
-        tuner = FixNormTune(lr_range=LR_RANGE, K=setup['K'], budgets=setup['budgets'],
-                            alphas=setup['alphas'])
+        tuner = FixNormTune(lr_range=setup['lr_range'], K=setup['K'],
+                            budgets=setup['budgets'], alphas=setup['alphas'])
         res = tuner.run(make_objective('fixnorm', seed, task, cache)).to_dict()
     elif kind == 'bo-wd':
-        tuner = BOWDTune(lr_range=LR_RANGE, wd_range=WD_RANGE, n_trials=setup['bo_trials'],
-                         sampler='gp', seed=job['bo_seed'])
-        name = f"bo-wd_bo{job['bo_seed']}_train{seed}"
+        tuner = BOWDTune(lr_range=setup['lr_range'], wd_range=WD_RANGE,
+                         n_trials=setup['bo_trials'], sampler='gp', seed=job['bo_seed'])
+        tag = '' if tuple(setup['lr_range']) == LR_RANGE else \
+            'lr{:g}-{:g}_'.format(*setup['lr_range'])
+        name = f"bo-wd_{tag}bo{job['bo_seed']}_train{seed}"
         study = tuner.create_study(storage=f"sqlite:///{osp.join(work_dir, name + '.db')}",
                                    study_name=name)
         res = tuner.run(make_objective('wd', seed, task, cache), study=study).to_dict()
@@ -399,7 +403,10 @@ def _median_cell_std(grid, fam) -> float:
 
 def format_report(results: List[dict], analysis: dict, args, setup: dict) -> str:
     runs = analysis['runs']
-    lines = ['### Landscape\n', landscape_tables(results, setup), '### Tuning runs\n']
+    lines = ['### Landscape\n', landscape_tables(results, setup), '### Tuning runs\n',
+             'Both tuners search lr in [{:g}, {:g}]'.format(*setup['lr_range'])
+             + ' (BO+WD: weight decay in [{:g}, {:g}], log scale; {} trials).\n'.format(
+                 *WD_RANGE, setup['bo_trials'])]
     lines.append('Best-known val accuracy per training seed (any full-budget training of '
                  'either method or the grid): ' + ', '.join(
                      f'seed {s}: {v:.2f}' for s, v in sorted(analysis['best_known'].items()))
@@ -485,6 +492,8 @@ def parse_args(argv=None):
                    help='BO+WD trials per run (full trainings; the paper spent 25 and 35)')
     p.add_argument('--bo-seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     p.add_argument('--train-seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--lr-range', type=float, nargs=2, default=list(LR_RANGE),
+                   help='lr range of both tuners (default: the paper\'s ImageNet range)')
     p.add_argument('--out', default=None,
                    help='write <out>.md, <out>.json and the figure docs/figures/<name>.png')
     p.add_argument('--smoke', action='store_true',
@@ -495,7 +504,8 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     task = dict(SMOKE_TASK if args.smoke else TASK)
-    setup = dict(K=K, budgets=BUDGETS, alphas=ALPHAS, grid=GRID, bo_trials=args.bo_trials)
+    setup = dict(K=K, budgets=BUDGETS, alphas=ALPHAS, grid=GRID, bo_trials=args.bo_trials,
+                 lr_range=tuple(args.lr_range))
     if args.smoke:
         setup.update(SMOKE, bo_trials=min(args.bo_trials, 2))
         args.bo_seeds, args.train_seeds = args.bo_seeds[:1], args.train_seeds[:1]
@@ -513,7 +523,7 @@ def main(argv=None) -> dict:
             f'workers (0 when every training was cached); the trainings themselves took '
             f'{trained_cpu / 60:.1f} CPU-min when they ran. Command: `{command}`')
     print('\n' + text)
-    out = dict(task=task, setup=dict(setup, lr_range=LR_RANGE, wd_range=WD_RANGE),
+    out = dict(task=task, setup=dict(setup, wd_range=WD_RANGE),
                bo_seeds=args.bo_seeds, train_seeds=args.train_seeds, command=command,
                analysis=analysis, jobs=results)
     if args.out:
