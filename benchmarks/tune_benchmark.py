@@ -19,6 +19,8 @@ beside it.
   [0.2, 3.2] and weight decay [1e-5, 5e-4] (log scale), 25 full trainings;
   plain FC, weight decay on every conv and FC weight.
 
+Both search the same lr range (``--lr-range``; default the paper's [0.2, 3.2]).
+
 Each tuner runs once per training seed (mmengine ``randomness.seed``:
 initialisation and data order of every trial), BO+WD also once per sampler
 seed. A landscape grid (lr x alpha for FixNorm, lr x wd for WD, full budget,
@@ -26,18 +28,19 @@ every training seed) shows whether tuning matters here.
 
 For each run: the cost (T_max) after which a full-budget trial reached the
 best-known val accuracy of its training seed minus 0.5 and minus 1 point
-(best-known = the best full-budget val accuracy that any trial of any method
-or the grid reached with that seed), the final best val accuracy and the test
+(best-known = the best full-budget val accuracy that any training of either
+method reached with that seed: the grid, both tuners, every lr range run so
+far with the same work dir), the final best val accuracy and the test
 accuracy of that setting, and the best val accuracy after 11 T_max.
 
 Every finished training is kept in ``<work-dir>/trials.sqlite`` and every BO
 study in ``<work-dir>/bo-wd_*.db`` (Optuna storage): running the command again
 trains nothing and only reprints.
 
-    python benchmarks/tune_benchmark.py --workers 2 \\
-        --out docs/results/tune_benchmark        # ~15 CPU-min
-    python benchmarks/tune_benchmark.py --workers 2 --lr-range 0.05 3.2 \\
-        --out docs/results/tune_benchmark_wide   # the optimum inside the range
+    python benchmarks/tune_benchmark.py --workers 2 --train-seeds 0 1 2 3 4 \\
+        --out docs/results/tune_benchmark        # ~25 CPU-min
+    python benchmarks/tune_benchmark.py --workers 2 --train-seeds 0 1 2 3 4 \\
+        --lr-range 0.05 3.2 --out docs/results/tune_benchmark_wide   # ~15 more
     python benchmarks/tune_benchmark.py --smoke --work-dir /tmp/x   # seconds
 """
 import argparse
@@ -283,10 +286,32 @@ def best_within(trials, budget: float) -> float:
     return best
 
 
-def analyse(results: List[dict]) -> dict:
-    """Per-seed best-known metrics, per-run numbers, per-method distributions."""
+def cached_full_budget(cache_path: str, task: dict) -> Dict[tuple, List[float]]:
+    """(family, train seed) -> val accuracy of every full-budget training of
+    this task in the cache: what any invocation (any lr range) has trained."""
+    task_text = trial_key('', 0, 0, 0, 0, task).split('|', 5)[5]
+    out: Dict[tuple, List[float]] = {}
+    with sqlite3.connect(cache_path) as c:
+        for key, result in c.execute('SELECT key, result FROM trials'):
+            family, _, _, budget, seed, rest = key.split('|', 5)
+            r = json.loads(result)
+            if rest != task_text or float(budget.split('=')[1]) < 1.0 - 1e-12 or r['failed']:
+                continue
+            out.setdefault((family, int(seed.split('=')[1])), []).append(r['val'])
+    return out
+
+
+def analyse(results: List[dict], known: Optional[Dict[tuple, List[float]]] = None) -> dict:
+    """Per-seed best-known metrics, per-run numbers, per-method distributions.
+
+    The best-known val accuracy of a training seed is the best of every
+    full-budget training with that seed: those of ``results`` and, when given,
+    ``known`` ((family, seed) -> val accuracies, e.g. the whole trial cache)."""
     full = {}  # train seed -> every full-budget val accuracy (any method, the grid)
     family_full = {}
+    for (fam, s), vals in (known or {}).items():
+        full.setdefault(s, []).extend(vals)
+        family_full.setdefault((fam, s), []).extend(vals)
     for r in results:
         s = r['train_seed']
         fam = r.get('family') or ('fixnorm' if r['kind'] == 'fixnorm-tune' else 'wd')
@@ -327,12 +352,22 @@ def analyse(results: List[dict]) -> dict:
                 runs=runs)
 
 
-def quartiles(xs: List[float]) -> tuple:
+def quantile(xs: List[float], q: float) -> float:
+    """Linear-interpolation quantile ('inclusive') that allows inf (a run that
+    never reached the target): inf as soon as an inf neighbour has weight."""
     xs = sorted(xs)
-    if len(xs) == 1:
-        return xs[0], xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method='inclusive')
-    return q[0], statistics.median(xs), q[2]
+    pos = q * (len(xs) - 1)
+    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    if frac == 0 or xs[lo] == xs[hi]:
+        return xs[lo]
+    if math.isinf(xs[hi]):
+        return math.inf
+    return xs[lo] + frac * (xs[hi] - xs[lo])
+
+
+def quartiles(xs: List[float]) -> tuple:
+    return quantile(xs, 0.25), quantile(xs, 0.5), quantile(xs, 0.75)
 
 
 def fmt_cost(c: float) -> str:
@@ -407,8 +442,9 @@ def format_report(results: List[dict], analysis: dict, args, setup: dict) -> str
              'Both tuners search lr in [{:g}, {:g}]'.format(*setup['lr_range'])
              + ' (BO+WD: weight decay in [{:g}, {:g}], log scale; {} trials).\n'.format(
                  *WD_RANGE, setup['bo_trials'])]
-    lines.append('Best-known val accuracy per training seed (any full-budget training of '
-                 'either method or the grid): ' + ', '.join(
+    lines.append('Best-known val accuracy per training seed (the best full-budget training '
+                 'with that seed of either method, in any run of this benchmark, lr ranges and '
+                 'grid included): ' + ', '.join(
                      f'seed {s}: {v:.2f}' for s, v in sorted(analysis['best_known'].items()))
                  + '. Per method (its own trials and grid only): ' + ', '.join(
                      f'{k}: {v:.2f}' for k, v in sorted(analysis['family_best'].items())) + '.\n')
@@ -451,31 +487,37 @@ def format_report(results: List[dict], analysis: dict, args, setup: dict) -> str
     return '\n'.join(lines)
 
 
-def plot(results: List[dict], path: str) -> None:
+def plot(results: List[dict], path: str, lr_range: Sequence[float]) -> None:
+    """Best full-budget val accuracy so far against cost: every run (thin) and
+    the median over runs (thick) of each method."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     colors = {'fixnorm-tune': 'tab:red', 'bo-wd': 'tab:blue'}
-    seen = set()
-    for r in results:
-        if r['kind'] == 'grid':
+    lo = math.inf
+    for kind in ('bo-wd', 'fixnorm-tune'):
+        runs = [r['result']['trials'] for r in results if r['kind'] == kind]
+        for trials in runs:
+            pts = [(c, b) for c, b in progress(trials) if b > -math.inf]
+            if pts:
+                lo = min(lo, pts[0][1])
+                ax.step([c for c, _ in pts], [b for _, b in pts], where='post',
+                        color=colors[kind], alpha=0.25, lw=0.8)
+        if not runs:
             continue
-        pts = [(c, b) for c, b in progress(r['result']['trials']) if b > -math.inf]
-        if not pts:
-            continue
-        label = None if r['kind'] in seen else r['kind']
-        seen.add(r['kind'])
-        ax.step([c for c, _ in pts], [b for _, b in pts], where='post',
-                color=colors[r['kind']], alpha=0.8 if r['kind'] == 'fixnorm-tune' else 0.35,
-                lw=2 if r['kind'] == 'fixnorm-tune' else 1, label=label)
+        end = max(sum(t['budget'] for t in trials) for trials in runs)
+        grid = [i / 10 for i in range(1, int(end * 10) + 1)]
+        med = [(c, quantile([best_within(trials, c) for trials in runs], 0.5)) for c in grid]
+        med = [(c, m) for c, m in med if m > -math.inf]
+        ax.step([c for c, _ in med], [m for _, m in med], where='post', color=colors[kind],
+                lw=2.2, label=f'{kind}: median of {len(runs)} runs')
     ax.set_xlabel('cost (x T_max)')
     ax.set_ylabel('best full-budget val accuracy so far (%)')
-    ax.set_title('digits: FixNorm-tune (3 training seeds) vs BO+WD (BO x training seeds)',
+    ax.set_title('digits, lr in [{:g}, {:g}]: FixNorm-tune vs BO+WD'.format(*lr_range),
                  fontsize=9)
-    lo = min(b for r in results if r['kind'] != 'grid'
-             for _, b in progress(r['result']['trials']) if b > -math.inf)
-    ax.set_ylim(max(lo, 90.0) - 0.5, None)
+    if math.isfinite(lo):
+        ax.set_ylim(max(lo, 90.0) - 0.5, None)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -491,7 +533,7 @@ def parse_args(argv=None):
     p.add_argument('--bo-trials', type=int, default=25,
                    help='BO+WD trials per run (full trainings; the paper spent 25 and 35)')
     p.add_argument('--bo-seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
-    p.add_argument('--train-seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--train-seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     p.add_argument('--lr-range', type=float, nargs=2, default=list(LR_RANGE),
                    help='lr range of both tuners (default: the paper\'s ImageNet range)')
     p.add_argument('--out', default=None,
@@ -513,7 +555,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     results = run_jobs(jobs_of(args, setup), args, task, setup)
     elapsed = time.perf_counter() - t0
-    analysis = analyse(results)
+    # best-known: every training of this task in the cache (both lr ranges, the grid)
+    analysis = analyse(results, cached_full_budget(osp.join(args.work_dir, 'trials.sqlite'), task))
     cpu = sum(r['cpu_seconds'] for r in results)
     trained_cpu = _trained_cpu(args.work_dir)
     command = 'python benchmarks/tune_benchmark.py ' + ' '.join(
@@ -534,7 +577,7 @@ def main(argv=None) -> dict:
             f.write(text + '\n')
         fig = osp.join(ROOT, 'docs', 'figures', osp.basename(args.out) + '.png') \
             if not args.smoke else args.out + '.png'
-        plot(results, fig)
+        plot(results, fig, setup['lr_range'])
         print(f'wrote {args.out}.md, {args.out}.json, {fig}')
     return out
 

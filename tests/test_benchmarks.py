@@ -85,6 +85,14 @@ def test_tune_costs_count_full_budget_trials_only():
     assert tune_benchmark.best_within(trials, 0.2) == -math.inf
 
 
+def test_tune_quartiles_of_costs_with_runs_that_never_reached():
+    inf = math.inf
+    assert tune_benchmark.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
+    assert tune_benchmark.quartiles([1.0, 2.0, 3.0, inf, inf]) == (2.0, 3.0, inf)
+    assert tune_benchmark.quartiles([1.0, 2.0, inf, inf]) == (1.75, inf, inf)
+    assert tune_benchmark.fmt_dist([1.0, inf, inf]) == 'never [never, never], reached 1/3'
+
+
 def test_tune_trial_config_shrinks_the_whole_schedule(tmp_path):
     task = tune_benchmark.TASK
     cfg = tune_benchmark.trial_config('fixnorm', 0.4, 0.5, 0.2, 3, task, str(tmp_path))
