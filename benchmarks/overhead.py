@@ -39,7 +39,7 @@ default only on CUDA); both are timed as a user gets them. Iterations run at
 iteration on one CPU core). ``benchmarks/gpu.sh`` measures the same on CUDA.
 
     python benchmarks/overhead.py --out docs/results/overhead.txt \\
-        --markdown docs/results.md      # ~8 min; rewrites section 5 of the page
+        --markdown docs/results.md      # ~6 min; rewrites section 5 of the page
     python benchmarks/overhead.py --out docs/results/overhead.txt \\
         --markdown docs/results.md --reprint   # the section again, from the saved run
     python benchmarks/overhead.py --smoke   # seconds
