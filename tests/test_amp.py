@@ -218,3 +218,24 @@ def test_norms_are_computed_in_fp32_for_low_precision_weights(norm_calls, make, 
     assert out.dtype == dtype
     err = (out.float() - reference).abs().max() / reference.abs().max()
     assert err < (0.01 if dtype == torch.float16 else 0.05)
+
+
+def test_fused_optimizer_skipped_steps_are_exact_and_counted_on_the_device(cpu_amp):
+    """fused=True optimizers skip inside their kernel, so GradScaler steps them
+    anyway and hands them found_inf: the rescale factor is exactly 1 there,
+    and a persistent overflow still raises (checked every few steps)."""
+    model = ToyNet()
+    wrapper = NormControlOptimWrapperConstructor(dict(
+        type='AmpOptimWrapper', dtype=torch.bfloat16, loss_scale=dict(init_scale=2.0 ** 10),
+        optimizer=dict(type='SGD', lr=0.5, momentum=0.9, fused=True),
+        norm_control=dict(type='FixNorm', max_skipped_steps=5)))(model)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    step(model, wrapper, torch.bfloat16, x, y)
+    params, _ = snapshot(model, wrapper)
+    step(model, wrapper, torch.bfloat16, x, y, poison=True)
+    after, _ = snapshot(model, wrapper)
+    for n in params:
+        assert torch.equal(after[n], params[n]), n
+    with pytest.raises(FloatingPointError, match='optimizer steps were all skipped'):
+        for _ in range(5 + 9):  # found within max_skipped_steps + check interval - 1
+            step(model, wrapper, torch.bfloat16, x, y, poison=True)

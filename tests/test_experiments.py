@@ -1,5 +1,5 @@
-"""The experiment scripts (experiments/) and the overhead benchmark
-(benchmarks/overhead.py) in their seconds-long smoke modes, on the real digits
+"""The experiment scripts (experiments/) in their seconds-long smoke modes
+(the benchmarks' are in tests/test_benchmarks.py), on the real digits
 data through the real mmengine Runner, plus the pieces of analysis they rely on.
 
 The full runs that produce docs/results.md are not part of the suite.
@@ -14,7 +14,6 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'experiments'))
-sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 
 import algo1_vs_wd  # noqa: E402
 import digits  # noqa: E402
@@ -197,20 +196,3 @@ def test_mcbr_hook_uses_the_applied_weight_of_wn_layers():
     with torch.no_grad():
         applied_norm = float(layer.wn_weight().norm())
     assert float(hook.layer_scalars()['g']) == pytest.approx(applied_norm, rel=1e-5)
-
-
-def test_overhead_benchmark_smoke():
-    import overhead
-    results = overhead.main(['--smoke'])
-    assert [r['model'] for r in results] == ['ResNet50-D', 'MobileNetV2']
-    for r in results:
-        model = overhead.build_classifier(r['model'], fixnorm_fc=True)
-        convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        # the fixed set: every conv (each feeds a BN in training mode) + the FixNorm-FC direction
-        assert r['fixed_tensors'] == len(convs) + 1
-        assert r['fixed_params'] == sum(w.numel() for w in convs) + model.head.fc.weight.numel()
-        for key in ('rescale_vs_step', 'iter_fixnorm_vs_wd'):
-            s = r[key]
-            assert 0 < s['ratio'] < 100 and s['pair_q1'] <= s['pair_median'] <= s['pair_q3']
-    resnet = results[0]
-    assert 25.0e6 < resnet['params'] < 26.0e6  # ResNet50-D: 25.58M

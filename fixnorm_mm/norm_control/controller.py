@@ -152,6 +152,7 @@ class NormController:
         self._handles: list = []
         self._model_handle = None
         self._forwards = 0             # training forwards since the last real step
+        self._skip_streak: Optional[Tensor] = None  # fused AMP: skipped steps in a row (device)
         self._resumed: Optional[Tuple[Optional[str], Any]] = None  # (saved type, state)
 
     def key(self, option: str) -> str:
@@ -213,12 +214,15 @@ class NormController:
         self._forwards += 1
         # after k skipped steps the next forward is number k * counts + 1
         if self._forwards > self.accumulative_counts * self.max_skipped_steps:
-            raise FloatingPointError(
-                f'{self.type_name}: the last {self.max_skipped_steps} optimizer steps were '
-                'all skipped (the AMP loss scaler found inf/NaN gradients every time): the '
-                'loss or the weights are not finite. Stop and check the data, the loss and '
-                f'the learning rate ({self.key("max_skipped_steps")} sets this limit; 0 '
-                'disables it).')
+            self._raise_skipped()
+
+    def _raise_skipped(self) -> None:
+        raise FloatingPointError(
+            f'{self.type_name}: the last {self.max_skipped_steps} optimizer steps were '
+            'all skipped (the AMP loss scaler found inf/NaN gradients every time): the '
+            'loss or the weights are not finite. Stop and check the data, the loss and '
+            f'the learning rate ({self.key("max_skipped_steps")} sets this limit; 0 '
+            'disables it).')
 
     def _pre_step(self, optimizer, args, kwargs) -> None:
         if not self.started:
@@ -228,8 +232,23 @@ class NormController:
     def _post_step(self, optimizer, args, kwargs) -> None:
         self._forwards = 0
         self.steps += 1
-        # set by GradScaler only for optimizers that skip inside their kernel
-        self.after_step(skip=getattr(optimizer, 'found_inf', None))
+        # GradScaler sets found_inf only for optimizers that skip inside their own
+        # kernel (fused=True): they are stepped even on a skipped step, which is
+        # then known on the device only. Keep it there: the rescale factor is 1
+        # where it is set, and the run of skipped steps is counted on the device.
+        found_inf = getattr(optimizer, 'found_inf', None)
+        if found_inf is None:
+            self.after_step(skip=None)
+            return
+        skipped = found_inf.reshape(-1).sum() > 0
+        streak = self._skip_streak if self._skip_streak is not None \
+            else torch.zeros((), dtype=torch.long, device=skipped.device)
+        self._skip_streak = torch.where(skipped, streak + 1, torch.zeros_like(streak))
+        self.after_step(skip=skipped)
+        check = max(1, min(10, self.max_skipped_steps))  # one host sync every `check` steps
+        if self.max_skipped_steps and self.steps % check == 0 \
+                and int(self._skip_streak) >= self.max_skipped_steps:
+            self._raise_skipped()
 
     def _start(self) -> None:
         if self.model is None:

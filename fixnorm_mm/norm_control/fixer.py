@@ -17,7 +17,10 @@ Usable from a bare training loop::
         fixer.rescale()
 
 The rescale does one fused norm over a group (``torch._foreach_norm``) and
-one fused in-place multiply, no Python loop per tensor and no host sync.
+one fused in-place multiply, no Python loop per tensor and no host sync: one
+read pass and one read-write pass over the fixed weights, about the least an
+exact Algo 1 can do once the optimizer has written them (a rescale folded
+into the optimizer's own loop measured no faster: docs/results.md, section 5).
 """
 from typing import Dict, List, Mapping, Optional
 
@@ -82,11 +85,10 @@ class NormFixer:
             factor = self.reference_norms[group] / before[group]
             if skip is not None:
                 factor = torch.where(skip.bool(), torch.ones_like(factor), factor)
-            if self.per_layer:
-                for p, f in zip(params, factor.to(params[0].dtype).unbind()):
-                    p.mul_(f)
-            else:
-                torch._foreach_mul_(params, factor.to(params[0].dtype))
+            factor = factor.to(params[0].dtype)
+            # one fused multiply either way: a list of per-tensor factors (0-d
+            # views of one device tensor, no sync) or the group's one factor
+            torch._foreach_mul_(params, list(factor.unbind()) if self.per_layer else factor)
         return before
 
     def state_dict(self) -> dict:
