@@ -20,6 +20,8 @@ mmengine (``mmengine.config.utils.MODULE2PACKAGE``), so that
 ``_base_ = 'fixnorm_mm::coco/...'`` resolves in processes that import the
 plugin before they load a config (docs/DEVELOPING.md says which tools do).
 """
+import os.path as osp
+
 from mmengine.config import utils as _config_utils
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -30,6 +32,12 @@ from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import Registry
 
 _LOCATIONS = ['fixnorm_mm']
+
+#: ``<package>/.mim``: the configs (``configs/``, a link to the repository's
+#: ``configs/`` in a source checkout), ``model-index.yml`` and the mim tools
+MIM_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim')
+#: where ``fixnorm_mm::<path>`` points
+CONFIG_ROOT = osp.join(MIM_DIR, 'configs')
 
 NORM_CONTROLLERS = Registry('norm controller', scope='fixnorm_mm',
                             locations=['fixnorm_mm.norm_control'])

@@ -18,11 +18,9 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-from ..norm_control.controller import (NormController, _registered_controllers,
-                                       build_controller, check_optimizer_hyperparameters)
-
-#: the keys of the method-specific wrappers of earlier versions -> method
-LEGACY_KEYS = {'fixnorm': 'FixNorm', 'eps_shifted_l2': 'EpsShiftedL2', 'wrs': 'WRS'}
+from ..norm_control.controller import (NormController, build_controller,
+                                       check_optimizer_hyperparameters, controller_class)
+from .optim_wrapper import LEGACY_KEYS, LEGACY_WRAPPERS
 
 
 def split_control_cfg(optim_wrapper_cfg: dict,
@@ -107,15 +105,9 @@ class FixNormOptimWrapperConstructor(NormControlOptimWrapperConstructor):
 
 
 def _controller_class(control_cfg: Optional[dict], key: str, wrapper_type) -> Optional[type]:
-    from ..registry import NORM_CONTROLLERS
-    from .optim_wrapper import LEGACY_WRAPPERS
     if isinstance(wrapper_type, str) and wrapper_type in LEGACY_WRAPPERS:
-        return NORM_CONTROLLERS.get(LEGACY_WRAPPERS[wrapper_type])
+        return controller_class(LEGACY_WRAPPERS[wrapper_type].method, key)
     if control_cfg is None:
         return None
-    name = control_cfg.get('type') if isinstance(control_cfg, dict) else None
-    cls = NORM_CONTROLLERS.get(name) if isinstance(name, str) else name
-    if cls is None:
-        raise KeyError(f'{key}.type={name!r} is not a registered norm-control method; '
-                       f'registered: {sorted(c.type_name for c in _registered_controllers())}')
-    return cls
+    return controller_class(control_cfg.get('type') if isinstance(control_cfg, dict) else None,
+                            key)

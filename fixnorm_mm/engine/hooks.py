@@ -25,13 +25,12 @@ class NormControlHook(Hook):
         norm_control: ``dict(type='FixNorm', ...)`` (any registered method).
     """
     priority = 'ABOVE_NORMAL'
+    #: how errors name the options
+    cfg_key = 'custom_hooks.NormControlHook.norm_control'
 
     def __init__(self, norm_control: Optional[dict] = None) -> None:
         cfg = dict(type='FixNorm') if norm_control is None else norm_control
-        self.controller = build_controller(cfg, self._cfg_key())
-
-    def _cfg_key(self) -> str:
-        return 'custom_hooks.NormControlHook.norm_control'
+        self.controller = build_controller(cfg, self.cfg_key)
 
     def before_run(self, runner) -> None:
         wrapper = runner.optim_wrapper
@@ -48,8 +47,8 @@ class NormControlHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # checkpoints of earlier FixNormHooks kept the state at the top level
-        legacy = checkpoint.get(self.controller.state_key or '') \
-            if self.controller.state_key else None
+        key = self.controller.state_key
+        legacy = checkpoint.get(key) if key else None
         if legacy is not None and runner.cfg.get('resume', False):
             self.controller.load_resumed(self.controller.type_name, legacy)
 
@@ -58,12 +57,10 @@ class NormControlHook(Hook):
 class FixNormHook(NormControlHook):
     """FixNorm (Algo 1) through a hook: ``dict(type='FixNormHook', **fixnorm
     options)``, the same as ``NormControlHook(norm_control=dict(type='FixNorm', ...))``."""
+    cfg_key = 'custom_hooks.FixNormHook'
 
     def __init__(self, **fixnorm) -> None:
         super().__init__(dict(type='FixNorm', **fixnorm))
-
-    def _cfg_key(self) -> str:
-        return 'custom_hooks.FixNormHook'
 
     @property
     def fixnorm(self):

@@ -16,11 +16,6 @@ from torch import nn
 
 from ..norm_control.controller import build_controller
 
-#: legacy wrapper type -> its method
-LEGACY_WRAPPERS = {'FixNormOptimWrapper': 'FixNorm', 'FixNormAmpOptimWrapper': 'FixNorm',
-                   'EpsShiftedL2OptimWrapper': 'EpsShiftedL2', 'WRSOptimWrapper': 'WRS'}
-
-
 class _LegacyWrapperMixin:
     method = ''
     legacy_key = ''
@@ -118,3 +113,11 @@ class WRSOptimWrapper(_LegacyWrapperMixin, OptimWrapper):
     @property
     def steps(self) -> int:
         return self.norm_control.steps
+
+
+#: legacy wrapper type -> its class (``method``: the method it runs,
+#: ``legacy_key``: the config key of its options)
+LEGACY_WRAPPERS = {cls.__name__: cls for cls in (FixNormOptimWrapper, FixNormAmpOptimWrapper,
+                                                 EpsShiftedL2OptimWrapper, WRSOptimWrapper)}
+#: legacy option key (``fixnorm=dict(...)``, ...) -> its method
+LEGACY_KEYS = {cls.legacy_key: cls.method for cls in LEGACY_WRAPPERS.values()}

@@ -282,7 +282,7 @@ class NormController:
         state_dict = dict(state_dict)
         saved_type = state_dict.pop(TYPE_KEY, None)
         states = {}
-        for cls in _registered_controllers():
+        for cls in registered_controllers():
             if cls.state_key is not None and cls.state_key in state_dict:
                 states[cls.type_name] = state_dict.pop(cls.state_key)
                 if saved_type is None:  # checkpoints written before TYPE_KEY existed
@@ -398,8 +398,6 @@ class NormController:
 def _log_dir_file(name: str) -> Optional[str]:
     """``name`` in the directory of the current MMLogger's log file, if any."""
     from mmengine.logging import MMLogger
-    if not MMLogger.check_instance_created(MMLogger.get_current_instance().instance_name):
-        return None
     for handler in MMLogger.get_current_instance().handlers:
         path = getattr(handler, 'baseFilename', None)
         if path:
@@ -407,16 +405,27 @@ def _log_dir_file(name: str) -> Optional[str]:
     return None
 
 
-def _registered_controllers() -> List[type]:
+def registered_controllers() -> List[type]:
+    """Every registered norm-control method, in registration order."""
     from ..registry import NORM_CONTROLLERS
     NORM_CONTROLLERS.import_from_location()
     return [c for c in NORM_CONTROLLERS.module_dict.values()
             if isinstance(c, type) and issubclass(c, NormController)]
 
 
+def controller_class(name: Any, cfg_key: str = 'optim_wrapper.norm_control') -> type:
+    """The registered method ``name`` (a class passes as is), or an error
+    naming ``<cfg_key>.type`` and the registered ones."""
+    from ..registry import NORM_CONTROLLERS
+    cls = NORM_CONTROLLERS.get(name) if isinstance(name, str) else name
+    if cls is None:
+        raise KeyError(f'{cfg_key}.type={name!r} is not a registered norm-control method; '
+                       f'registered: {sorted(c.type_name for c in registered_controllers())}')
+    return cls
+
+
 def build_controller(cfg: Any, cfg_key: str = 'optim_wrapper.norm_control') -> NormController:
     """A controller from ``dict(type='FixNorm', ...)`` (or an instance, as is)."""
-    from ..registry import NORM_CONTROLLERS
     if isinstance(cfg, NormController):
         return cfg
     if not isinstance(cfg, dict) or 'type' not in cfg:
@@ -425,11 +434,7 @@ def build_controller(cfg: Any, cfg_key: str = 'optim_wrapper.norm_control') -> N
     cfg = dict(cfg)
     cfg.pop('_scope_', None)  # added by mmengine to dicts of `pkg::` bases
     name = cfg.pop('type')
-    cls = NORM_CONTROLLERS.get(name) if isinstance(name, str) else name
-    if cls is None:
-        NORM_CONTROLLERS.import_from_location()
-        raise KeyError(f'{cfg_key}.type={name!r} is not a registered norm-control method; '
-                       f'registered: {sorted(NORM_CONTROLLERS.module_dict)}')
+    cls = controller_class(name, cfg_key)
     try:
         return cls(cfg_key=cfg_key, **cfg)
     except TypeError as e:

@@ -117,15 +117,15 @@ class FixNormController(NormController):
         before = self.fixer.rescale(skip)
         if not self.check_finite_interval:
             return
-        total = torch.stack([v.float().sum() for v in before.values()])
+        # the norms are fp32 (NormFixer.norms); their sum is finite iff all are
+        total = torch.stack([v.sum() for v in before.values()]).sum()
+        bad = ~torch.isfinite(total)
         if skip is not None:
-            total = torch.where(skip.bool(), torch.zeros_like(total), total)
-        bad = ~torch.isfinite(total).all()
-        step = torch.full((), self.steps, dtype=torch.long, device=bad.device)
+            bad = bad & ~skip.bool()
         if self._first_bad is None:
             self._first_bad = torch.zeros((), dtype=torch.long, device=bad.device)
         # the first bad step stays recorded, on the device, until the next check
-        self._first_bad = torch.where(bad & (self._first_bad == 0), step, self._first_bad)
+        self._first_bad = torch.where(bad & (self._first_bad == 0), self.steps, self._first_bad)
         if self.steps % self.check_finite_interval == 0:
             self.raise_if_diverged()
 

@@ -27,8 +27,7 @@ from typing import Dict, Union
 
 from mmengine.config import Config
 
-#: the package's configs (fixnorm_mm/.mim/configs, a link to configs/ in the repository)
-CONFIG_ROOT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs')
+from ..registry import CONFIG_ROOT
 
 #: optim-wrapper options that belong to one method
 _METHOD_OPTIONS = ('type', 'constructor', 'norm_control', 'fixnorm', 'eps_shifted_l2', 'wrs')
@@ -41,9 +40,9 @@ _AMP_TYPES = {'OptimWrapper': 'AmpOptimWrapper',
 
 def available_methods() -> Dict[str, str]:
     """Method name -> absolute path of its fragment, from the registry."""
-    from .controller import _registered_controllers
+    from .controller import registered_controllers
     out: Dict[str, str] = {}
-    for cls in _registered_controllers():
+    for cls in registered_controllers():
         for name, fragment in cls.methods.items():
             out[name] = fragment if osp.isabs(fragment) else osp.join(CONFIG_ROOT, fragment)
     return out
@@ -51,8 +50,8 @@ def available_methods() -> Dict[str, str]:
 
 def method_label(method: str) -> str:
     """How tables and plots call ``method`` (its controller's ``labels``)."""
-    from .controller import _registered_controllers
-    for cls in _registered_controllers():
+    from .controller import registered_controllers
+    for cls in registered_controllers():
         if method in cls.labels:
             return cls.labels[method]
     return method
@@ -108,11 +107,6 @@ def apply_method(cfg: Union[Config, dict], method: str) -> Config:
     return out
 
 
-#: legacy method wrappers without an AMP twin -> their method and option key
-_LEGACY_NO_AMP = {'EpsShiftedL2OptimWrapper': ('EpsShiftedL2', 'eps_shifted_l2'),
-                  'WRSOptimWrapper': ('WRS', 'wrs')}
-
-
 def enable_amp(cfg: Config) -> Config:
     """``--amp``: train ``cfg`` with mixed precision (in place).
 
@@ -123,15 +117,19 @@ def enable_amp(cfg: Config) -> Config:
     machine without one this is refused here, by name.
     """
     from mmengine.device import get_device
+
+    from ..engine.optim_wrapper import LEGACY_WRAPPERS
     if get_device() == 'cpu':
         raise ValueError('--amp: mixed precision needs a GPU (or NPU/MLU/MUSA): mmengine\'s '
                          'AmpOptimWrapper refuses the CPU. Train without --amp here; the same '
                          'config trains with --amp on a GPU.')
     wrapper = cfg.optim_wrapper
     kind = wrapper.get('type', 'OptimWrapper')
-    if kind in _LEGACY_NO_AMP:
-        method, key = _LEGACY_NO_AMP[kind]
-        wrapper['norm_control'] = dict(type=method, **(wrapper.pop(key, None) or {}))
+    amp_ready = set(_AMP_TYPES) | set(_AMP_TYPES.values())
+    if kind in LEGACY_WRAPPERS and kind not in amp_ready:
+        legacy = LEGACY_WRAPPERS[kind]  # no AMP twin: the same method on mmengine's wrapper
+        wrapper['norm_control'] = dict(type=legacy.method,
+                                       **(wrapper.pop(legacy.legacy_key, None) or {}))
         wrapper['constructor'] = 'NormControlOptimWrapperConstructor'
         kind = 'OptimWrapper'
     wrapper['type'] = _AMP_TYPES.get(kind, kind)

@@ -37,7 +37,7 @@ def uncontrolled(model: nn.Module, controlled: Sequence[str], excluded: Sequence
     for name, p in params.items():
         if p.dim() < 2 or not p.requires_grad or name in done:
             continue
-        if decay.get(id(p), 0.0) == 0.0 and id(p) in decay:
+        if decay.get(id(p)) == 0.0:  # optimized, with no weight decay
             out.append((name, p.numel(), why.get(name, 'not selected')))
     return out
 

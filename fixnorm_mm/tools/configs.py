@@ -21,11 +21,9 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
+from ..registry import CONFIG_ROOT, MIM_DIR
+
 PACKAGE = 'fixnorm_mm'
-#: ``<package>/.mim``: the configs (``configs/``, a link to the repository's
-#: ``configs/`` in a source checkout), ``model-index.yml`` and the mim tools.
-MIM_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim')
-CONFIG_ROOT = osp.join(MIM_DIR, 'configs')
 
 
 def provided_configs() -> List[str]:
