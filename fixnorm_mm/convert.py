@@ -121,6 +121,8 @@ class Conversion:
     unseen: List[str] = field(default_factory=list)
     #: lines added by the builder (backbone_norm_eval, ...)
     notes: List[str] = field(default_factory=list)
+    #: the ``weight_norm`` preset used, if any
+    preset: Optional[str] = None
 
     @property
     def final_layers(self) -> List[str]:
@@ -146,6 +148,9 @@ class Conversion:
         if self.trace is not None:
             lines.append(f'weight-normalized (App. D.3): no normalization follows them in '
                          f'{self.trace.how}:')
+        elif wn and self.preset:
+            lines.append(f"weight-normalized (weight_norm='{self.preset}': the linear layers "
+                         'of the attention and MLP blocks):')
         elif wn:
             lines.append('weight-normalized (weight_norm patterns):')
         for n in wn:
@@ -276,9 +281,35 @@ def _no_scale_invariant_weight(model: nn.Module, trace: Trace, finals) -> ValueE
         f'in {trace.how}, so no weight of it is scale-invariant (in a pre-norm transformer '
         'such as ViT or DeiT, each LayerNorm comes before its linear layers and is fed by a '
         'residual sum, not by a layer). Algo 1 keeps the norm of the scale-invariant '
-        'weights fixed, so FixNorm does not apply to this model as it is. What would: make '
-        'chosen layers scale-invariant by weight normalization, weight_norm=[fnmatch '
-        f'patterns] (e.g. weight_norm={examples}), with final_layer as usual.')
+        'weights fixed, so FixNorm does not apply to this model as it is. Two routes: '
+        "(1) train the stock model with Hyperball, norm_control=dict(type='Hyperball') "
+        '(--method hyperball; docs/methods.md), which keeps every weight matrix at its '
+        'initial norm and needs no scale-invariant weight; (2) make chosen layers '
+        "scale-invariant by weight normalization: weight_norm='attention_mlp' (the linear "
+        'layers of every attention and MLP block), or weight_norm=[fnmatch patterns] (e.g. '
+        f'weight_norm={examples}), with final_layer as usual.')
+
+
+#: ``weight_norm='attention_mlp'``: blocks whose plain linear layers it weight-normalizes
+#: (by class name: mmpretrain's MultiheadAttention, WindowMSA, mmcv's FFN, Mlp, ...)
+ATTENTION_MLP_BLOCKS = re.compile(r'attention|attn|msa|ffn|mlp', re.IGNORECASE)
+#: the presets ``weight_norm`` takes besides ``'auto'``
+WEIGHT_NORM_PRESETS = ('attention_mlp',)
+
+
+def attention_mlp_layers(model: nn.Module) -> List[str]:
+    """The plain ``nn.Linear`` layers inside attention and MLP blocks
+    (``qkv``, ``proj``, ``fc1``, ``fc2``, ``ffn.layers.*``): the projections of a
+    pre-norm transformer, none of which a normalization follows."""
+    out: List[str] = []
+    for name, module in model.named_modules():
+        if not ATTENTION_MLP_BLOCKS.search(type(module).__name__):
+            continue
+        for sub, layer in module.named_modules():
+            full = f'{name}.{sub}' if name else sub
+            if sub and _is_plain(layer, nn.Linear) and full not in out:
+                out.append(full)
+    return out
 
 
 def convert_model(model: nn.Module, final_layer: Union[str, Sequence[str]] = 'auto',
@@ -324,6 +355,15 @@ def convert_model(model: nn.Module, final_layer: Union[str, Sequence[str]] = 'au
                        and _is_convertible(modules[n])]
     elif weight_norm in (False, None):
         wn = []
+    elif weight_norm == 'attention_mlp':
+        wn = [n for n in attention_mlp_layers(model) if n not in rules]
+        if not wn:
+            raise ValueError(
+                f"FixNormModel: weight_norm='attention_mlp' found no plain linear layer in "
+                f'an attention or MLP block of {type(model).__name__} (blocks are found by '
+                f'class name, {ATTENTION_MLP_BLOCKS.pattern!r}); list the layers instead: '
+                'weight_norm=[fnmatch patterns]')
+        conv.preset = weight_norm
     elif isinstance(weight_norm, (list, tuple)):
         _check_patterns('weight_norm', weight_norm, layers)
         wn = [n for n in layers if any(fnmatch.fnmatchcase(n, p) for p in weight_norm)]
@@ -332,8 +372,8 @@ def convert_model(model: nn.Module, final_layer: Union[str, Sequence[str]] = 'au
             raise ValueError(f'FixNormModel: weight_norm matches layers that are not plain '
                              f'conv/linear layers: {bad[:5]}')
     else:
-        raise ValueError(f"FixNormModel: weight_norm must be 'auto', False or a list of "
-                         f'patterns, got {weight_norm!r}')
+        raise ValueError(f"FixNormModel: weight_norm must be 'auto', 'attention_mlp', False "
+                         f'or a list of fnmatch patterns, got {weight_norm!r}')
 
     for name in rules:
         _replace(model, name, to_fixnorm_layer(modules[name], alpha))
@@ -365,8 +405,11 @@ def convert_to_fixnorm(model: nn.Module, final_layer: Union[str, Sequence[str]],
         weight_norm: ``'auto'``: every plain conv/linear that no normalization
             follows when the model runs its training loss on a synthetic batch
             of its task becomes WN (a model with no layer followed by a
-            normalization is refused: FixNorm does not apply to it); a list of
-            fnmatch patterns: exactly the plain conv/linear layers they match;
+            normalization is refused: FixNorm does not apply to it);
+            ``'attention_mlp'``: the plain linear layers of every attention and
+            MLP block (the projections of a pre-norm transformer such as ViT,
+            which 'auto' refuses), and nothing else; a list of fnmatch
+            patterns: exactly the plain conv/linear layers they match;
             ``False``: none.
         weight_norm_exclude: patterns of layers never to weight-normalize
             (with ``'auto'``).

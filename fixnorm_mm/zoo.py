@@ -83,9 +83,36 @@ ZOO: List[tuple] = [
      'segmentation (transformer)', False),
 ]
 
+#: The transformers and hybrids users train with AdamW: (config, family, method,
+#: options of check_config). Each with FixNorm (FixNormModel: final_layer='auto',
+#: and weight_norm='attention_mlp' where no layer feeds a norm) and with Hyperball
+#: around the config's own optimizer (the stock model).
+_TRANSFORMERS = [
+    ('mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py', 'classification',
+     dict(weight_norm='attention_mlp')),
+    ('mmpretrain::deit/deit-tiny_4xb256_in1k.py', 'classification',
+     dict(weight_norm='attention_mlp')),
+    ('mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py', 'classification', {}),
+    ('mmpretrain::convnext/convnext-tiny_32xb128_in1k.py', 'classification', {}),
+    ('mmpretrain::poolformer/poolformer-s12_32xb128_in1k.py', 'classification', {}),
+    ('mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', 'segmentation', {}),
+    ('mmseg::segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py', 'segmentation',
+     dict(weight_norm='attention_mlp')),
+    ('mmseg::knet/knet-s3_r50-d8_fcn_8xb2-adamw-80k_ade20k-512x512.py', 'segmentation', {}),
+    ('mmseg::mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py', 'segmentation', {}),
+    ('mmdet::detr/detr_r50_8xb2-150e_coco.py', 'detection, query-based', {}),
+    ('mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+     'detection, query-based', {}),
+]
+ZOO_TRANSFORMERS: List[tuple] = [
+    entry for name, family, fixnorm_options in _TRANSFORMERS
+    for entry in ((name, family, 'fixnorm', fixnorm_options), (name, family, 'hyperball', {}))]
+
 #: The subset the tests run (small models, one per task, plus a refusal).
 CI_SUBSET = ('mmpretrain::resnet/resnet18_8xb32_in1k.py',
              'mmpretrain::deit/deit-tiny_4xb256_in1k.py')
+#: The transformer rows the tests run: DeiT-tiny both ways.
+CI_TRANSFORMERS = [e for e in ZOO_TRANSFORMERS if 'deit-tiny' in e[0]]
 
 
 @dataclass
@@ -107,6 +134,13 @@ class ZooResult:
     reference_norm: float = float('nan')
     #: max over the steps of |norm - reference| / reference after the step
     max_relative_drift: float = float('nan')
+    #: 'fixnorm' or 'hyperball'
+    method: str = 'fixnorm'
+    #: trainable parameters the method leaves to the optimizer: with weight
+    #: decay > 0 (tensors, params), and with neither (tensors, params, why)
+    decayed: List[int] = field(default_factory=lambda: [0, 0])
+    free: List[int] = field(default_factory=lambda: [0, 0])
+    free_reasons: Dict[str, int] = field(default_factory=dict)
     losses: List[float] = field(default_factory=list)
     seconds: float = 0.0
     #: the traceback of a failure
@@ -178,17 +212,30 @@ def fixnorm_model_cfg(cfg, final_layer='auto', **fixnorm_keys) -> dict:
                 **fixnorm_keys, **model)
 
 
-def fixnorm_optim_wrapper_cfg(cfg, lr: float) -> dict:
-    """The config's optimizer (type, momentum, betas, ...) with ``lr`` and no
-    weight decay, in the FixNorm optim wrapper; the config's ``clip_grad``."""
+def fixnorm_optim_wrapper_cfg(cfg, lr: float, norm_control: Optional[dict] = None) -> dict:
+    """The config's optimizer (type, momentum, betas, weight decay, ...) with
+    ``lr``, its ``paramwise_cfg`` and ``clip_grad``, in the norm-control optim
+    wrapper: the method takes over the weight decay of what it controls and
+    the rest keeps the config's, as the three-line recipe does."""
     old = cfg.get('optim_wrapper') or {}
     optimizer = dict(copy.deepcopy(old.get('optimizer') or dict(type='SGD', momentum=0.9)))
-    optimizer.update(lr=lr, weight_decay=0)
+    optimizer['lr'] = lr
     out = dict(type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
-               optimizer=optimizer, norm_control=dict(type='FixNorm'))
-    if old.get('clip_grad'):
-        out['clip_grad'] = copy.deepcopy(old['clip_grad'])
+               optimizer=optimizer, norm_control=norm_control or dict(type='FixNorm'))
+    for key in ('clip_grad', 'paramwise_cfg'):
+        if old.get(key):
+            out[key] = copy.deepcopy(old[key])
     return out
+
+
+def hyperball_control(cfg, lr: float) -> dict:
+    """``norm_control`` of Hyperball for ``cfg`` trained at ``lr``: the angular
+    lr as ``--method hyperball`` derives it (sqrt(lr x weight decay))."""
+    from .norm_control.hyperball import HyperballController
+    control = dict(type='Hyperball')
+    optimizer = dict((cfg.get('optim_wrapper') or {}).get('optimizer') or {}, lr=lr)
+    HyperballController.adapt_to_config(control, optimizer)
+    return control
 
 
 def _controller(optim_wrapper):
@@ -198,19 +245,23 @@ def _controller(optim_wrapper):
 
 def check_config(name: str, family: str = '', convolutional: bool = True, iters: int = 3,
                  lr: float = 1e-3, image_size: Optional[int] = None, batch_size: int = 2,
-                 alpha: float = 1.0, **fixnorm_keys) -> ZooResult:
-    """Convert ``name`` with ``FixNormModel(final_layer='auto')`` and train it
-    ``iters`` iterations on synthetic batches; see the module docstring."""
+                 alpha: float = 1.0, method: str = 'fixnorm', **fixnorm_keys) -> ZooResult:
+    """Train ``name`` ``iters`` iterations on synthetic batches with ``method``:
+    ``'fixnorm'`` converts it with ``FixNormModel(final_layer='auto')``
+    (``fixnorm_keys``: more FixNormModel keys); ``'hyperball'`` keeps the stock
+    model and puts Hyperball around its optimizer. See the module docstring."""
     from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import MODELS, init_default_scope
 
-    from .convert import build_and_convert
+    from .convert import FIXNORM_MODEL_KEYS, build_and_convert
     from .tracing import find_task
-    from .tracing.base import training_progress
+    from .tracing.base import trace_loss, training_progress
 
-    row = ZooResult(config=name, family=family, convolutional=convolutional)
+    row = ZooResult(config=name, family=family, convolutional=convolutional, method=method)
     start = time.time()
     try:
+        if method not in ('fixnorm', 'hyperball'):
+            raise ValueError(f"method must be 'fixnorm' or 'hyperball', got {method!r}")
         cfg = load_config(name)
         init_default_scope(cfg.get('default_scope', 'mmengine'))
         if image_size:
@@ -219,21 +270,31 @@ def check_config(name: str, family: str = '', convolutional: bool = True, iters:
         mcfg.pop('type')
         row.model = mcfg['model_type']
         torch.manual_seed(0)
-        try:  # what FixNormModel does, with the Conversion returned
-            model, conversion = build_and_convert(**mcfg)
-        except ValueError as e:
-            if not str(e).startswith('FixNormModel:'):
-                raise
-            row.status, row.reason = 'refused', str(e)
-            return row
-        row.final_layers = dict(conversion.final_rules)
-        row.weight_normalized = len(conversion.weight_normalized)
-        row.frozen_statistics = len(conversion.frozen_statistics)
-
-        task = find_task(model)
-        size = conversion.trace.image_size  # the size the model took
+        if method == 'hyperball':
+            model_type = mcfg.pop('model_type')
+            for key in FIXNORM_MODEL_KEYS:
+                mcfg.pop(key, None)
+            model = MODELS.build(dict(type=model_type, **mcfg))
+            task = find_task(model)
+            shape = fixnorm_keys.get('trace_input_shape')
+            size = trace_loss(model, task, None if shape is None else shape[-2:]).image_size
+            control = hyperball_control(cfg, lr)
+        else:
+            try:  # what FixNormModel does, with the Conversion returned
+                model, conversion = build_and_convert(**mcfg)
+            except ValueError as e:
+                if not str(e).startswith('FixNormModel:'):
+                    raise
+                row.status, row.reason = 'refused', str(e)
+                return row
+            row.final_layers = dict(conversion.final_rules)
+            row.weight_normalized = len(conversion.weight_normalized)
+            row.frozen_statistics = len(conversion.frozen_statistics)
+            task = find_task(model)
+            size = conversion.trace.image_size  # the size the model took
+            control = dict(type='FixNorm')
         task.for_small_batches(model, size)
-        optim_wrapper = build_optim_wrapper(model, fixnorm_optim_wrapper_cfg(cfg, lr))
+        optim_wrapper = build_optim_wrapper(model, fixnorm_optim_wrapper_cfg(cfg, lr, control))
         model.init_weights()
         model.train()
         drift = 0.0
@@ -242,21 +303,18 @@ def check_config(name: str, family: str = '', convolutional: bool = True, iters:
             with training_progress():
                 log_vars = model.train_step(batch, optim_wrapper)
             row.losses.append(float(log_vars['loss'].detach()))
-            ctrl = _controller(optim_wrapper)
-            norms, refs = ctrl.fixer.norms(), ctrl.fixer.reference_norms
-            for g in refs:
-                drift = max(drift, float(((norms[g] - refs[g]).abs() / refs[g]).max()))
-        ctrl = _controller(optim_wrapper)
-        fixed = [p for named in ctrl.selection.groups.values() for p in named.values()]
-        row.fixed_tensors = len(fixed)
-        row.fixed_params = sum(p.numel() for p in fixed)
-        row.reference_norm = float(torch.stack(
-            [v.float().norm() for v in ctrl.fixer.reference_norms.values()]).norm())
+            drift = max(drift, _drift(optim_wrapper.norm_control))
+        ctrl = optim_wrapper.norm_control
+        controlled = _controlled(ctrl)
+        row.fixed_tensors = len(controlled)
+        row.fixed_params = sum(p.numel() for p in controlled.values())
+        row.reference_norm = _reference_norm(ctrl)
         row.max_relative_drift = drift
+        _left_to_the_optimizer(row, model, ctrl, controlled)
         if not all(math.isfinite(v) for v in row.losses):
             row.status, row.reason = 'failed', f'non-finite loss: {row.losses}'
         elif drift > 1e-5:
-            row.status, row.reason = 'failed', f'the fixed-set norm moved by {drift:.2e}'
+            row.status, row.reason = 'failed', f'the controlled norm moved by {drift:.2e}'
         else:
             row.status = 'trains'
     except Exception as e:  # a coverage table reports every failure, whatever it is
@@ -268,12 +326,59 @@ def check_config(name: str, family: str = '', convolutional: bool = True, iters:
     return row
 
 
+def _controlled(ctrl) -> Dict[str, torch.Tensor]:
+    if getattr(ctrl, 'ball', None) is not None:
+        return dict(zip(ctrl.ball.names, ctrl.ball.params))
+    return {n: p for named in ctrl.selection.groups.values() for n, p in named.items()}
+
+
+def _drift(ctrl) -> float:
+    """The largest relative distance of a controlled norm from its reference."""
+    if getattr(ctrl, 'ball', None) is not None:
+        return float(((ctrl.ball.norms() - ctrl.ball.radii).abs() / ctrl.ball.radii).max())
+    norms, refs = ctrl.fixer.norms(), ctrl.fixer.reference_norms
+    return max(float(((norms[g] - refs[g]).abs() / refs[g]).max()) for g in refs)
+
+
+def _reference_norm(ctrl) -> float:
+    if getattr(ctrl, 'ball', None) is not None:
+        return float(ctrl.ball.radii.norm())
+    return float(torch.stack([v.float().norm() for v in ctrl.fixer.reference_norms.values()])
+                 .norm())
+
+
+def _left_to_the_optimizer(row: ZooResult, model, ctrl, controlled) -> None:
+    """What the method does not control: with the config's weight decay, or
+    with neither (counted by why), biases, norms and gains aside."""
+    from .norm_control import table
+    from .norm_control.selection import unwrap
+    model = unwrap(model)
+    decay = ctrl.decay_of()
+    never = set(table.never_controlled(model))
+    free = {n: why for n, _, why in table.uncontrolled(model, list(controlled), [], decay)}
+    for n, p in model.named_parameters():
+        if n in controlled or n in never or not p.requires_grad or id(p) not in decay:
+            continue
+        if n in free:
+            row.free[0] += 1
+            row.free[1] += p.numel()
+            # a token / position table by its name, weights left out by the method as such
+            what = n.rpartition('.')[2] if free[n] == table.OTHER_PARAMETER else 'weights'
+            row.free_reasons[what] = row.free_reasons.get(what, 0) + 1
+        elif decay[id(p)] > 0:
+            row.decayed[0] += 1
+            row.decayed[1] += p.numel()
+
+
 def check_configs(entries: Sequence, log=print, **kwargs) -> List[ZooResult]:
     """:func:`check_config` for each entry: a name, or a ``(name, family,
     convolutional[, options])`` tuple like :data:`ZOO`'s (``options`` are
     keyword arguments of :func:`check_config` for that config; ``kwargs``
     whose value is None leave them as they are)."""
     known = {e[0]: e for e in ZOO}
+    if entries and isinstance(entries[0], tuple) and len(entries[0]) == 4 \
+            and entries[0][2] in ('fixnorm', 'hyperball'):  # ZOO_TRANSFORMERS rows
+        entries = [(n, fam, False, dict(opts, method=m)) for n, fam, m, opts in entries]
     given = {k: v for k, v in kwargs.items() if v is not None}
     rows = []
     for entry in entries:
@@ -281,7 +386,7 @@ def check_configs(entries: Sequence, log=print, **kwargs) -> List[ZooResult]:
             entry = known.get(entry, (entry, '', True))
         name, family, conv, options = (*entry, {})[:4]
         row = check_config(name, family, conv, **{**options, **given})
-        log(f'{row.status:8s} {row.seconds:6.1f}s  {name}'
+        log(f'{row.status:8s} {row.seconds:6.1f}s  {name} ({row.method})'
             + (f'  -- {row.reason[:200]}' if row.reason else ''))
         rows.append(row)
     return rows
@@ -335,17 +440,57 @@ def format_markdown(rows: Sequence[ZooResult]) -> str:
     return '\n'.join(lines)
 
 
+def _count(pair) -> str:
+    return f'{pair[0]} / {pair[1]:,}'
+
+
+def format_transformers_markdown(rows: Sequence[ZooResult]) -> str:
+    """The transformer table: each config with each method, what the method
+    controls (FixNorm's fixed set / Hyperball's matrices), and what it leaves
+    to the optimizer, with weight decay and with neither."""
+    ok = [r for r in rows if r.status == 'trains']
+    lines = [f'{len(rows)} runs ({len({r.config for r in rows})} configs x FixNorm / Hyperball): '
+             f'{len(ok)} train, {sum(r.status == "refused" for r in rows)} refused, '
+             f'{sum(r.status == "failed" for r in rows)} failed.', '',
+             '| config | family | model | method | result | controlled: tensors / params | '
+             'left to the optimizer, with weight decay | with neither: tensors / params '
+             '(what) | max norm drift |',
+             '|---|---|---|---|---|---:|---:|---|---:|']
+    for r in rows:
+        good = r.status == 'trains'
+        if r.method == 'fixnorm':
+            how = 'FixNorm' + (f' (WN: {r.weight_normalized})' if r.final_layers else '')
+        else:
+            how = 'Hyperball'
+        what = ', '.join(f'{k} {v}' for k, v in sorted(r.free_reasons.items(),
+                                                      key=lambda kv: -kv[1])[:4])
+        lines.append(
+            f'| `{r.config}` | {r.family} | {r.model} | {how} | {r.status} | '
+            + (f'{r.fixed_tensors} / {r.fixed_params:,} | {_count(r.decayed)} | '
+               f'{_count(r.free)}' + (f' ({what})' if what else '') + ' | '
+               f'{r.max_relative_drift:.1e} |' if good else '- | - | - | - |'))
+    others = [r for r in rows if r.status != 'trains']
+    if others:
+        lines += ['', 'Refusals and failures:', '']
+        for r in others:
+            lines.append(f'- `{r.config}` ({r.method}, {r.status}): {_short_reason(r.reason)}')
+    return '\n'.join(lines)
+
+
 TABLE_BEGIN, TABLE_END = '<!-- zoo-table -->', '<!-- /zoo-table -->'
+#: markers of the transformer table (:func:`format_transformers_markdown`)
+TRANSFORMERS_BEGIN, TRANSFORMERS_END = '<!-- zoo-transformers -->', '<!-- /zoo-transformers -->'
 
 
-def update_doc(path: str, table: str) -> None:
-    """Put ``table`` between the ``<!-- zoo-table -->`` markers of ``path``."""
+def update_doc(path: str, table: str, begin: str = TABLE_BEGIN, end: str = TABLE_END) -> None:
+    """Put ``table`` between the ``begin`` / ``end`` markers of ``path``
+    (default: ``<!-- zoo-table -->``)."""
     with open(path) as f:
         doc = f.read()
-    if TABLE_BEGIN not in doc or TABLE_END not in doc:
-        raise ValueError(f'{path} has no {TABLE_BEGIN} ... {TABLE_END} markers')
-    doc = re.sub(re.escape(TABLE_BEGIN) + '.*?' + re.escape(TABLE_END),
-                 lambda _: f'{TABLE_BEGIN}\n{table}\n{TABLE_END}', doc, flags=re.S)
+    if begin not in doc or end not in doc:
+        raise ValueError(f'{path} has no {begin} ... {end} markers')
+    doc = re.sub(re.escape(begin) + '.*?' + re.escape(end),
+                 lambda _: f'{begin}\n{table}\n{end}', doc, flags=re.S)
     with open(path, 'w') as f:
         f.write(doc)
 

@@ -3,6 +3,7 @@ parameter, through the config/Runner path (and tools/train.py), before any
 weight is updated where that is possible."""
 import importlib.util
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -122,27 +123,51 @@ def test_empty_fixed_set(tmp_path):
     assert_untouched(runner, before)  # raised at the first step, before it updated
 
 
-# ---- weight decay on a fixed weight ------------------------------------------------
+# ---- weight decay on a fixed weight: taken over, the rest keeps the config's -------------
 
-def test_weight_decay_on_a_fixnorm_layer_is_refused_before_training(tmp_path):
-    cfg = runner_cfg(tmp_path)
+def _log_text(runner):
+    import glob
+    return open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
+
+
+@pytest.mark.parametrize('rule', ['keep', 'none'])
+def test_weight_decay_of_the_fixed_weights_is_taken_over(tmp_path, rule):
+    cfg = runner_cfg(tmp_path, max_iters=2, model=dict(type='ToyNet', fc_type='fc'))
     cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
+    cfg['optim_wrapper']['fixnorm'] = dict(uncontrolled_weight_decay=rule)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    ctrl = runner.optim_wrapper.norm_control
+    fixed = {n for named in ctrl.selection.groups.values() for n in named}
+    assert fixed == {'backbone.0.weight', 'backbone.3.weight'}  # the BN-followed convs
+    decay = ctrl.decay_of()
+    for name, p in runner.model.named_parameters():
+        assert decay[id(p)] == (0.0 if name in fixed or rule == 'none' else 1e-4), name
+    text = _log_text(runner)
+    if rule == 'keep':  # the plain FC keeps its weight decay: Algo 1, line 3
+        assert "weight decay: 0 on the 2 controlled tensors (taken over from 0.0001); the " \
+               "config's on the 8 other tensors (uncontrolled_weight_decay='keep'): " \
+               '0.0001 on 8' in text
+        assert 'get neither FixNorm nor weight decay' not in text
+    else:  # the plain conv and FC have neither: the warning says so, and which key did it
+        assert "none on the other tensors either (uncontrolled_weight_decay='none'" in text
+        assert re.search(r'2 trainable weight tensors \(96 params\) get neither FixNorm nor '
+                         r'weight decay.*backbone\.6\.weight, head\.weight.*'
+                         r"optim_wrapper\.fixnorm\.uncontrolled_weight_decay='none' takes their "
+                         r'weight decay away', text)
+
+
+def test_weight_decay_that_cannot_be_taken_over_alone_is_refused_before_training(tmp_path):
+    """A method attached by a hook to a wrapper built without the norm-control
+    constructor: one param group for every tensor, with weight decay."""
+    cfg = runner_cfg(tmp_path, optim_wrapper=dict(
+        type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1, weight_decay=1e-4)),
+        custom_hooks=[dict(type='NormControlHook', norm_control=dict(type='FixNorm'))])
     runner = initialised(cfg)
     before = weights(runner)
-    with pytest.raises(ValueError, match=r'weight decay is requested on 1 fixed weight\(s\): '
-                                         r'head\.weight \(weight_decay=0\.0001\)'):
-        runner.train()  # the optim wrapper is built: known FixNorm weights are checked
-    assert_untouched(runner, before)
-
-
-def test_weight_decay_on_a_bn_followed_conv_is_refused_at_the_first_step(tmp_path):
-    cfg = runner_cfg(tmp_path, model=dict(type='ToyNet', fc_type='fc'))
-    cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
-    runner = initialised(cfg)
-    before = weights(runner)
-    with pytest.raises(ValueError, match=r'backbone\.0\.weight \(weight_decay=0\.0001\), '
-                                         r'backbone\.3\.weight .*set '
-                                         r'`optim_wrapper\.optimizer\.weight_decay=0`'):
+    with pytest.raises(ValueError, match=r'head\.weight shares a param group '
+                                         r'\(weight_decay=0\.0001\).*'
+                                         r"NormControlOptimWrapperConstructor"):
         runner.train()
     assert_untouched(runner, before)
 

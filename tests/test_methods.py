@@ -366,7 +366,9 @@ def test_apply_method_switches_only_the_method():
     eps = apply_method(base, 'eps_l2').optim_wrapper
     assert eps.norm_control.eps == 1e-3 and eps.optimizer.weight_decay == 1e-4
     per_layer = apply_method(apply_method(base, 'wd'), 'fixnorm_per_layer').optim_wrapper
-    assert per_layer.norm_control.per_layer is True and per_layer.optimizer.weight_decay == 0
+    # FixNorm takes over the decay of what it fixes, the rest keeps the config's
+    assert per_layer.norm_control.per_layer is True and per_layer.optimizer.weight_decay == 1e-4
+    assert per_layer.norm_control.uncontrolled_weight_decay == 'keep'
     assert per_layer.norm_control.type == 'FixNorm'
     amp = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD', lr=1))))
     for method in ('fixnorm', 'wrs', 'eps_l2'):  # every method keeps AMP: mmengine's wrapper
@@ -374,7 +376,10 @@ def test_apply_method_switches_only_the_method():
     legacy = Config(dict(optim_wrapper=dict(type='FixNormAmpOptimWrapper',
                                             optimizer=dict(type='SGD', lr=1))))
     assert apply_method(legacy, 'wrs').optim_wrapper.type == 'AmpOptimWrapper'
-    assert set(METHODS) == {'wd', 'fixnorm', 'fixnorm_per_layer', 'eps_l2', 'wrs'}
+    hyperball = apply_method(apply_method(base, 'wd'), 'hyperball').optim_wrapper
+    assert hyperball.norm_control.type == 'Hyperball'
+    assert hyperball.norm_control.lr == pytest.approx((0.3 * 1e-4) ** 0.5, rel=1e-3)
+    assert set(METHODS) == {'wd', 'fixnorm', 'fixnorm_per_layer', 'hyperball', 'eps_l2', 'wrs'}
     assert ws_layer_types()  # mmcv's ConvWS is known
 
 
@@ -514,6 +519,13 @@ def test_each_method_trains_the_shrunk_resnet50d_imagenet_config(method, imagene
         assert set(reg.names) == set(convs)  # every conv feeds a BN; not the FixNorm-FC
         assert set(reg.forms.values()) == {'WN'} and set(reg.weight_decay.values()) == {1e-4}
         assert decay[id(params[stem])] == 0 and decay[id(params[gamma])] == 1e-4
+    elif method == 'hyperball':
+        ball = wrapper.norm_control.ball
+        # every conv and the classifier, but the input embedding (the stem's first conv)
+        assert set(ball.names) == (set(convs) - {stem}) | {'head.fc.weight'}
+        torch.testing.assert_close(ball.norms(), ball.radii, rtol=1e-5, atol=0)
+        assert torch.equal(ball.radii[ball.names.index('head.fc.weight')],
+                           w0['head.fc.weight'].norm())
     else:
         assert set(wrapper.norm_control.rescaler.names) == set(convs)
         assert wrapper.norm_control.steps == 2
@@ -539,7 +551,9 @@ def test_a_method_fragment_is_one_base_line_beside_the_imagenet_bases(imagenet_c
         assert cfg.optim_wrapper.get('constructor') == want.get('constructor')
         for key in ('norm_control', 'fixnorm', 'eps_shifted_l2', 'wrs', 'paramwise_cfg'):
             assert cfg.optim_wrapper.get(key) == want.get(key), key
-        assert cfg.optim_wrapper.optimizer.weight_decay == want.optimizer.weight_decay
+        # as a base, a fragment that sets no weight decay leaves the model base's
+        assert cfg.optim_wrapper.optimizer.get('weight_decay', 0) == \
+            want.optimizer.get('weight_decay', 0)
 
 
 # ---------------------------------------------------------------- the comparison tool

@@ -137,20 +137,27 @@ def test_groups_are_fixed_independently():
     assert model[10].weight.norm().item() == pytest.approx(head0, rel=1e-5)
 
 
-def test_weight_decay_on_a_fixed_weight_is_refused():
+def test_weight_decay_of_fixed_weights_is_taken_over():
     model = bn_net()
     cfg = dict(type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
                optimizer=dict(type='SGD', lr=0.1, weight_decay=1e-4),
                norm_control=dict(type='FixNorm'))
-    with pytest.raises(ValueError, match=r'weight decay is requested on 1 fixed weight.*10\.weight'):
-        build_optim_wrapper(model, cfg)  # the FixNorm FC is known before any forward
-    cfg['paramwise_cfg'] = dict(custom_keys={'10.': dict(decay_mult=0.0)})
     wrapper = build_optim_wrapper(model, cfg)
-    weights_before = model[0].weight.detach().clone()
-    with pytest.raises(ValueError, match=r'0\.weight \(weight_decay=0\.0001\).*'
-                                         r'optim_wrapper\.optimizer\.weight_decay=0'):
-        train(model, wrapper, steps=1)  # BN-followed conv: found by the first forward
-    assert torch.equal(model[0].weight, weights_before)  # refused before any update
+    # one group per tensor, so that each can have its own decay
+    assert all(len(g['params']) == 1 for g in wrapper.optimizer.param_groups)
+    train(model, wrapper, steps=1)
+    decay = wrapper.norm_control.decay_of()
+    for name, p in model.named_parameters():
+        fixed = name in ('0.weight', '3.weight', '10.weight')
+        assert decay[id(p)] == (0.0 if fixed else 1e-4), name
+    # a bare torch optimizer with one group: the FixNorm FC is known before any
+    # forward, and its decay cannot be taken over alone
+    from fixnorm_mm.norm_control import build_controller
+    model = bn_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4)
+    with pytest.raises(ValueError, match=r'10\.weight shares a param group \(weight_decay='
+                                         r'0\.0001\) with 10 other tensors'):
+        build_controller(dict(type='FixNorm')).attach(model, optimizer)
 
 
 def test_gradient_accumulation_rescales_only_on_real_steps(monkeypatch):

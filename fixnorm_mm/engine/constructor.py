@@ -49,10 +49,12 @@ class NormControlOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` (``paramwise_cfg`` works as usual)
     plus the norm-control method of ``optim_wrapper.norm_control``.
 
-    What the method needs from the optimizer it gets here: FixNorm's
-    ``weight_decay`` defaults to 0; methods that take over the weight decay of
-    single tensors (epsilon-shifted L2, WRS) get one param group per tensor,
-    which learning-rate schedulers handle as usual. Non-finite optimizer
+    What the method needs from the optimizer it gets here: FixNorm's and
+    Hyperball's ``weight_decay`` defaults to 0; a method that takes over the
+    weight decay of the tensors it controls (all but ``'WeightDecay'``) gets
+    one param group per tensor when the config has weight decay, as mmengine
+    builds them for any ``paramwise_cfg`` (learning-rate schedulers handle
+    them as usual), so that the tensors it does not control keep theirs. Non-finite optimizer
     hyperparameters (a NaN lr) are refused before they touch a weight.
     """
     #: the method when the config names none (the FixNorm alias sets FixNorm)
@@ -63,11 +65,12 @@ class NormControlOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         self.control_cfg, self.control_key = split_control_cfg(cfg, self.default_control)
         cls = _controller_class(self.control_cfg, self.control_key, cfg.get('type'))
         if cls is not None:
+            optimizer = dict(cfg.get('optimizer', {}))
             if cls.default_weight_decay is not None:
-                optimizer = dict(cfg.get('optimizer', {}))
                 optimizer.setdefault('weight_decay', cls.default_weight_decay)
                 cfg['optimizer'] = optimizer
-            if cls.one_group_per_tensor:
+            decays = _positive(optimizer.get('weight_decay', 0))
+            if cls.one_group_per_tensor or (cls.takes_over_weight_decay and decays):
                 # a non-empty paramwise_cfg makes mmengine build one group per
                 # parameter; bypass_duplicate keeps tied weights in a single group
                 paramwise_cfg = dict(paramwise_cfg or {})
@@ -102,6 +105,13 @@ class FixNormOptimWrapperConstructor(NormControlOptimWrapperConstructor):
         optim_wrapper_cfg = dict(optim_wrapper_cfg)
         optim_wrapper_cfg.setdefault('type', 'FixNormOptimWrapper')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
+
+
+def _positive(weight_decay) -> bool:
+    try:
+        return float(weight_decay or 0) > 0
+    except (TypeError, ValueError):
+        return True  # not a number: let the optimizer say so
 
 
 def _controller_class(control_cfg: Optional[dict], key: str, wrapper_type) -> Optional[type]:

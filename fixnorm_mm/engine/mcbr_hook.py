@@ -258,8 +258,9 @@ class MCBRHook(Hook):
     def norm_scalars(runner) -> Dict[str, Tensor]:
         """The norms the runner's norm-control method controls (FixNorm: the
         global norm of each group and its effective lr = lr / ||W||^2, with
-        the lr of the step just taken)."""
+        the lr of the step just taken), unless the method puts them into the
+        message hub itself (its ``log_interval``, 1 by default)."""
         ctrl = find_controller(runner)
-        if ctrl is None or not ctrl.started:
+        if ctrl is None or not ctrl.started or getattr(ctrl, 'log_interval', 0):
             return {}
         return ctrl.log_scalars(runner.optim_wrapper.get_lr()['lr'][0])

@@ -45,6 +45,9 @@ from .selection import NormFollowTracer, unwrap
 
 #: key of the controller type in the optimizer's state_dict
 TYPE_KEY = 'norm_control'
+#: prefix of the scalars a controller puts in mmengine's message hub (mmengine
+#: drops ``train/``: logs and scalars.json say ``fixnorm/<name>``)
+HUB_PREFIX = 'train/fixnorm/'
 
 
 # ----------------------------------------------------------------- option checks
@@ -121,6 +124,17 @@ class NormController:
             method afresh from the resumed weights, and says so in the log.
         max_skipped_steps: raise after this many consecutive steps that the
             AMP loss scaler skipped (persistent inf/NaN); 0 never raises.
+        uncontrolled_weight_decay: for methods that replace the weight decay
+            of the tensors they control: ``'keep'`` (default) leaves every
+            other tensor the weight decay the config gives it; ``'none'``
+            sets it to 0 everywhere (no weight decay anywhere, the setting of
+            the FixNorm and Hyperball papers).
+        log_interval: every this many real steps, put :meth:`log_scalars`
+            (the controlled norms) into mmengine's message hub as
+            ``train/fixnorm/<name>``, so that any Runner's log, ``scalars.json``
+            and TensorBoard show them as ``fixnorm/<name>`` with no hook to
+            add; 1 (default): every step, so a logged line holds its own
+            iteration's values (one host read of a few scalars a step); 0: never.
         cfg_key: the config key the options came from, for error messages.
     """
     type_name = 'NormController'
@@ -135,13 +149,24 @@ class NormController:
     default_weight_decay: Optional[float] = None
     #: the method sets the weight decay of single tensors (one param group each)
     one_group_per_tensor = False
+    #: the method replaces the weight decay of the tensors it controls
+    #: (:meth:`apply_weight_decay_rule`); the others keep the config's
+    takes_over_weight_decay = False
 
     def __init__(self, on_method_change: str = 'error', max_skipped_steps: int = 50,
+                 uncontrolled_weight_decay: str = 'keep', log_interval: int = 1,
                  cfg_key: str = 'optim_wrapper.norm_control') -> None:
         self.cfg_key = cfg_key
         self.on_method_change = check_choice(f'{cfg_key}.on_method_change',
                                              on_method_change, ('error', 'restart'))
         self.max_skipped_steps = check_int(f'{cfg_key}.max_skipped_steps', max_skipped_steps)
+        self.log_interval = check_int(f'{cfg_key}.log_interval', log_interval)
+        self.uncontrolled_weight_decay = check_choice(
+            f'{cfg_key}.uncontrolled_weight_decay', uncontrolled_weight_decay, ('keep', 'none'))
+        if uncontrolled_weight_decay != 'keep' and not self.takes_over_weight_decay:
+            raise ValueError(f"{cfg_key}.uncontrolled_weight_decay={uncontrolled_weight_decay!r}: "
+                             f'{self.type_name} controls no tensor\'s weight decay; leave it '
+                             "at 'keep'")
         self.model: Optional[nn.Module] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.tracer: Optional[NormFollowTracer] = None
@@ -154,9 +179,21 @@ class NormController:
         self._forwards = 0             # training forwards since the last real step
         self._skip_streak: Optional[Tensor] = None  # fused AMP: skipped steps in a row (device)
         self._resumed: Optional[Tuple[Optional[str], Any]] = None  # (saved type, state)
+        #: what the traced forward saw: weight layers in the order they ran, and
+        #: layers that fed a norm and also another op
+        self.layer_order: List[str] = []
+        self.also_used: Dict[str, str] = {}
 
     def key(self, option: str) -> str:
         return f'{self.cfg_key}.{option}'
+
+    @classmethod
+    def adapt_to_config(cls, norm_control: dict, optimizer: dict) -> Optional[str]:
+        """``apply_method`` (``--method``) calls this with the new
+        ``norm_control`` options and the converted config's optimizer: a
+        method may derive options from them (in place). Returns a note for
+        the log, or None."""
+        return None
 
     # ------------------------------------------------------------- attaching
     def attach(self, model: Optional[nn.Module], optimizer: torch.optim.Optimizer,
@@ -239,16 +276,27 @@ class NormController:
         found_inf = getattr(optimizer, 'found_inf', None)
         if found_inf is None:
             self.after_step(skip=None)
+            self._push_scalars()
             return
         skipped = found_inf.reshape(-1).sum() > 0
         streak = self._skip_streak if self._skip_streak is not None \
             else torch.zeros((), dtype=torch.long, device=skipped.device)
         self._skip_streak = torch.where(skipped, streak + 1, torch.zeros_like(streak))
         self.after_step(skip=skipped)
+        self._push_scalars()
         check = max(1, min(10, self.max_skipped_steps))  # one host sync every `check` steps
         if self.max_skipped_steps and self.steps % check == 0 \
                 and int(self._skip_streak) >= self.max_skipped_steps:
             self._raise_skipped()
+
+    def _push_scalars(self) -> None:
+        if not self.log_interval or self.steps % self.log_interval:
+            return
+        from mmengine.logging import MessageHub
+        hub = MessageHub.get_current_instance()
+        lr = float(self.optimizer.param_groups[0]['lr'])
+        for name, value in self.log_scalars(lr).items():
+            hub.update_scalar(f'{HUB_PREFIX}{name}', float(value))
 
     def _start(self) -> None:
         if self.model is None:
@@ -264,6 +312,8 @@ class NormController:
                           'step; only FixNorm/WN layers and `include` patterns are known',
                           logger='current', level=logging.WARNING)
             followed = self.tracer.followed
+            self.layer_order = list(self.tracer.order)
+            self.also_used = self.tracer.also_used
             self.tracer.detach()
             self.tracer = None
         resumed_state = None if self._resumed is None else self._resumed[1]
@@ -367,15 +417,80 @@ class NormController:
                                  'optimizer (requires_grad=False or left out of its params)')
             wd = float(group.get('weight_decay', 0) or 0)
             if wd > 0 and len(group['params']) > 1:
-                raise ValueError(
-                    f'{self.type_name}: {name} shares a param group (weight_decay={wd}) '
-                    f'with {len(group["params"]) - 1} other tensors, so its weight decay '
-                    "cannot be replaced alone. Set optim_wrapper.constructor="
-                    "'NormControlOptimWrapperConstructor' (one group per parameter).")
+                raise self.shared_group_error(name, group)
             configured[name] = self.configured_weight_decay.get(id(p), wd)
             if wd > 0:
                 group['weight_decay'] = 0.0
         return configured
+
+    def shared_group_error(self, name: str, group: dict) -> ValueError:
+        wd = float(group.get('weight_decay', 0) or 0)
+        return ValueError(
+            f'{self.type_name}: {name} shares a param group (weight_decay={wd}) '
+            f'with {len(group["params"]) - 1} other tensors, so its weight decay '
+            "cannot be replaced alone. Set optim_wrapper.constructor="
+            "'NormControlOptimWrapperConstructor' (one group per parameter), or "
+            'optim_wrapper.optimizer.weight_decay=0.')
+
+    def check_can_take_over(self, params: Dict[str, nn.Parameter]) -> None:
+        """Before training: each of ``params`` with weight decay has a param
+        group of its own (else :meth:`take_over_weight_decay` would fail at
+        the first step)."""
+        group_of = {id(p): g for g in self.optimizer.param_groups for p in g['params']}
+        for name, p in params.items():
+            group = group_of.get(id(p))
+            if group is not None and float(group.get('weight_decay', 0) or 0) > 0 \
+                    and len(group['params']) > 1:
+                raise self.shared_group_error(name, group)
+
+    def apply_weight_decay_rule(self, controlled: Dict[str, nn.Parameter]) -> Dict[str, float]:
+        """The method replaces the weight decay of ``controlled`` (set to 0);
+        every other tensor keeps the config's, or, with
+        ``uncontrolled_weight_decay='none'``, gets none either. Returns the
+        decay each controlled tensor was configured with."""
+        configured = self.take_over_weight_decay(controlled)
+        if self.uncontrolled_weight_decay == 'none':
+            for group in self.optimizer.param_groups:
+                if 'weight_decay' in group:
+                    group['weight_decay'] = 0.0
+        return configured
+
+    def weight_decay_summary(self, model: nn.Module, controlled: Dict[str, nn.Parameter],
+                             configured: Dict[str, float]) -> str:
+        """One line of the startup table: which weight decay each tensor got, and why."""
+        taken = sorted({v for v in configured.values() if v > 0})
+        decay = self.decay_of()
+        others: Dict[float, int] = {}
+        for n, p in model.named_parameters():
+            if n not in controlled and p.requires_grad and id(p) in decay:
+                others[decay[id(p)]] = others.get(decay[id(p)], 0) + 1
+        part = ', '.join(f'{v:g} on {k}' for v, k in sorted(others.items(), reverse=True))
+        rule = ("none on the other tensors either (uncontrolled_weight_decay='none', the "
+                "paper's setting)" if self.uncontrolled_weight_decay == 'none' else
+                f"the config's on the {sum(others.values())} other tensors "
+                "(uncontrolled_weight_decay='keep')")
+        line = (f'weight decay: 0 on the {len(controlled)} controlled tensors'
+                + (f' (taken over from {", ".join(f"{v:g}" for v in taken)})' if taken else '')
+                + f'; {rule}')
+        return line + (f': {part}' if part and self.uncontrolled_weight_decay == 'keep' else '')
+
+    def warn_uncontrolled(self, model: nn.Module, controlled: Sequence[str],
+                          excluded: Sequence[Tuple[str, int, str]], extra: str = '') -> None:
+        """The WARNING for trainable weights that neither the method nor
+        weight decay bounds, with the config line that changes it."""
+        from . import table
+        items = table.uncontrolled(model, controlled, excluded, self.decay_of())
+        if self.uncontrolled_weight_decay == 'none':
+            remedy = (f"{self.key('uncontrolled_weight_decay')}='none' takes their weight decay "
+                      "away (the paper's setting); 'keep' (the default) leaves them the "
+                      "config's.")
+        else:
+            remedy = ('The config gives them no weight decay: set optim_wrapper.optimizer.'
+                      'weight_decay > 0, which the method keeps on every tensor it does not '
+                      'control (paramwise_cfg decides per tensor).')
+        for line in table.uncontrolled_warning(items, self.type_name,
+                                               remedy + (f' {extra}' if extra else '')):
+            print_log(f'{self.type_name}: {line}', logger='current', level=logging.WARNING)
 
     def decay_of(self) -> Dict[int, float]:
         """Current weight decay of every optimized tensor, by id."""

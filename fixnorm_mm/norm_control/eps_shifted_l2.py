@@ -185,6 +185,7 @@ class EpsShiftedL2Controller(NormController):
     methods = {'eps_l2': '_base_/methods/eps_l2.py'}
     labels = {'eps_l2': 'eps-shifted L2'}
     one_group_per_tensor = True
+    takes_over_weight_decay = True
 
     def __init__(self, eps: float = DEFAULT_EPS, weight_decay: Optional[float] = None,
                  mode: str = 'gradient', bn_followed: bool = True,
@@ -225,7 +226,7 @@ class EpsShiftedL2Controller(NormController):
                 + (' and no conv followed by BatchNorm' if self.bn_followed else
                    f' ({self.key("bn_followed")}=False)') + f'; or set {self.key("include")}')
         named = {n: params[n] for n in forms}
-        configured = self.take_over_weight_decay(named)
+        configured = self.apply_weight_decay_rule(named)
         lam = configured if self.weight_decay is None \
             else {n: self.weight_decay for n in named}
         self.regularizer = EpsShiftedL2(
@@ -233,20 +234,16 @@ class EpsShiftedL2Controller(NormController):
             ws={n: p for n, p in named.items() if forms[n] == 'WS'},
             weight_decay=lam, eps=self.eps)
         groups = {'default': named}
-        warn = table.uncontrolled_warning(
-            table.uncontrolled(model, list(named), excluded, self.decay_of()),
-            'epsilon-shifted L2', 'Give them weight decay (optim_wrapper.optimizer.'
-            'weight_decay / paramwise_cfg).')
         self.log_table(
             table.summary(f'epsilon-shifted L2 (eps={self.eps:g}, mode={self.mode}): '
                           f'{self.regularizer.units.num_units} output units',
                           groups, {'lambda': {'default': ', '.join(
                               f'{v:g}' for v in sorted(set(lam.values())))}},
-                          excluded, model, reasons),
+                          excluded, model, reasons,
+                          weight_decay=self.weight_decay_summary(model, named, configured)),
             table.details(groups, reasons, excluded,
                           {'form': forms, 'lambda': {n: f'{v:g}' for n, v in lam.items()}}))
-        for line in warn:
-            print_log(f'epsilon-shifted L2: {line}', logger='current', level=logging.WARNING)
+        self.warn_uncontrolled(model, list(named), excluded)
 
     def before_step(self) -> None:
         # fused optimizers unscale inside their kernel: GradScaler hands them

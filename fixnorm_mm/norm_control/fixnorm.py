@@ -55,6 +55,7 @@ class FixNormController(NormController):
     labels = {'fixnorm': 'FixNorm', 'fixnorm_per_layer': 'per-layer FixNorm'}
     state_key = 'fixnorm'
     default_weight_decay = 0.0
+    takes_over_weight_decay = True
 
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = (),
                  groups: Optional[Sequence[dict]] = None, detect: bool = True,
@@ -85,20 +86,26 @@ class FixNormController(NormController):
     # ------------------------------------------------------------- life cycle
     def check_before_training(self, model: nn.Module) -> None:
         known_now = select_fixed_params(model, {}, **self.selection_cfg)
-        check_no_weight_decay(known_now, self.optimizer)
+        self.check_can_take_over({n: p for named in known_now.groups.values()
+                                  for n, p in named.items()})
 
     def start(self, model: nn.Module, followed: Dict[str, Tuple[str, str, bool]],
               resumed_state) -> None:
-        selection = drop_zero_norm(select_fixed_params(model, followed, **self.selection_cfg))
+        selection = drop_zero_norm(select_fixed_params(
+            model, followed, other_uses=self.also_used, **self.selection_cfg))
         if not selection.groups:
             raise ValueError(
                 'FixNorm: the fixed set is empty: no conv/linear weight feeds a '
                 'normalization that uses batch statistics, and no FixNorm/WN layer '
                 f'or `include` pattern selects one. Check the model, or set '
                 f'`{self.key("include")}` (or convert the model with FixNormModel, which '
-                'weight-normalizes the convs no normalization follows). Left out: ' +
+                'weight-normalizes the convs no normalization follows; for a pre-norm '
+                "transformer, FixNormModel(weight_norm='attention_mlp')), or train it with "
+                "norm_control=dict(type='Hyperball') (--method hyperball), which needs no "
+                'scale-invariant weight. Left out: ' +
                 '; '.join(f'{n} ({why})' for n, _, why in selection.excluded[:8]))
-        check_no_weight_decay(selection, self.optimizer)
+        self.configured_decay = self.apply_weight_decay_rule(
+            {n: p for named in selection.groups.values() for n, p in named.items()})
         refs = None
         if resumed_state is not None:
             NormFixer.check_compatible(resumed_state, selection.groups, self.per_layer)
@@ -187,26 +194,22 @@ class FixNormController(NormController):
         sel, refs = self.selection, self.fixer.reference_norms
         ref_text = {g: (f'{r.item():.6g}' if r.numel() == 1 else f'per layer ({r.numel()})')
                     for g, r in refs.items()}
-        controlled = [n for named in sel.groups.values() for n in named]
-        warn = table.uncontrolled_warning(
-            table.uncontrolled(model, controlled, sel.excluded, self.decay_of()), 'FixNorm',
-            'To bound them, give them weight decay (Algo 1 keeps it on the weights it does '
-            'not fix): optim_wrapper.optimizer.weight_decay > 0 with decay_mult=0 for the '
-            'fixed weights in optim_wrapper.paramwise_cfg.custom_keys (docs/coco.md); or make '
-            'them scale-invariant so that FixNorm fixes them: norm_eval=False for a BatchNorm '
-            'in eval mode (FixNormModel(backbone_norm_eval=False) for a frozen-BN backbone; '
-            'stages frozen by frozen_stages stay out), a WN conv '
-            "(conv_cfg=dict(type='WNConv2d'), or FixNormModel) where no normalization "
-            'follows.')
+        controlled = {n: p for named in sel.groups.values() for n, p in named.items()}
         title = (f'FixNorm fixed set ({"per layer" if self.per_layer else "global norm"}, '
                  f'Algo 1)' + (': reference norms restored from the checkpoint'
                                if resumed else ''))
         self.log_table(
             table.summary(title, sel.groups, {'reference norm': ref_text}, sel.excluded,
-                          model, sel.reasons),
+                          model, sel.reasons, weight_decay=self.weight_decay_summary(
+                              model, controlled, self.configured_decay)),
             table.details(sel.groups, sel.reasons, sel.excluded))
-        for line in warn:
-            print_log(f'FixNorm: {line}', logger='current', level=logging.WARNING)
+        self.warn_uncontrolled(
+            model, list(controlled), sel.excluded,
+            'Or make them scale-invariant so that FixNorm fixes them: norm_eval=False for a '
+            'BatchNorm in eval mode (FixNormModel(backbone_norm_eval=False) for a frozen-BN '
+            'backbone; stages frozen by frozen_stages stay out), a WN conv '
+            "(conv_cfg=dict(type='WNConv2d'), or FixNormModel) where no normalization "
+            'follows.')
 
     def log_scalars(self, lr: float) -> Dict[str, Tensor]:
         if self.fixer is None:
@@ -218,21 +221,3 @@ class FixNormController(NormController):
             # ends in 'lr': mmengine prints it as a learning rate (x.xxxxe-yy)
             out[f'{group}_effective_lr'] = lr / norm ** 2
         return out
-
-
-def check_no_weight_decay(selection: Selection, optimizer: torch.optim.Optimizer) -> None:
-    """FixNorm discards weight decay on fixed weights: a request for it is a
-    config mistake that would silently fight the rescale."""
-    fixed = {id(p): n for named in selection.groups.values() for n, p in named.items()}
-    offending = []
-    for i, group in enumerate(optimizer.param_groups):
-        wd = group.get('weight_decay', 0) or 0
-        if wd > 0:
-            offending += [(fixed[id(p)], wd, i) for p in group['params'] if id(p) in fixed]
-    if offending:
-        shown = ', '.join(f'{n} (weight_decay={wd})' for n, wd, _ in offending[:5])
-        raise ValueError(
-            f'FixNorm: weight decay is requested on {len(offending)} fixed weight(s): '
-            f'{shown}{", ..." if len(offending) > 5 else ""}. FixNorm replaces weight '
-            'decay on these: set `optim_wrapper.optimizer.weight_decay=0` (or give '
-            'them decay_mult=0 in `optim_wrapper.paramwise_cfg`).')

@@ -83,6 +83,16 @@ def apply_method(cfg: Union[Config, dict], method: str) -> Config:
     paramwise.update(old.pop('paramwise_cfg', None) or {})
     old.update(new)
     old['optimizer'] = optimizer
+    control = old.get('norm_control')
+    if isinstance(control, dict) and isinstance(control.get('type'), str):
+        from mmengine.logging import print_log
+
+        from .controller import controller_class
+        control = dict(control)
+        note = controller_class(control['type']).adapt_to_config(control, optimizer)
+        old['norm_control'] = control
+        if note:
+            print_log(note, logger='current')
     if paramwise:
         old['paramwise_cfg'] = paramwise
     if was_amp:

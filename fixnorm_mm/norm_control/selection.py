@@ -3,16 +3,20 @@
 A weight W is scale-invariant when the network's output does not change if W
 is multiplied by a positive constant. That holds for (paper Sec. 2.2, App. C):
 
-* conv / linear weights whose output goes *straight* into a normalisation
-  that uses the statistics of its input (BatchNorm and SyncBN in training
-  mode, GroupNorm, LayerNorm, InstanceNorm);
+* conv / linear weights whose output goes only into a normalisation that
+  uses the statistics of its input (BatchNorm and SyncBN in training mode,
+  GroupNorm, LayerNorm, InstanceNorm), directly or through shape-only ops
+  (view, reshape, permute, flatten, transpose, contiguous);
 * the direction ``v`` of weight-normalised layers (``WNConv2d``, ``WNLinear``);
 * the weight of FixNorm-FC / FixNorm-Conv.
 
-"Straight into" is decided by watching one real forward pass
-(:class:`NormFollowTracer`): a norm's input must be the very tensor a conv
-returned, not modified in place since. This works for any architecture,
-including detectors and segmenters whose forward no static rule could parse.
+"Only into" is decided by watching one real forward pass
+(:class:`NormFollowTracer`): the norm's input must be the very tensor a conv
+returned, or a view of it made by shape-only ops, not modified in place since,
+and the forward must use that tensor nowhere else (a residual branch beside
+the norm carries the weight's scale past it). This works for any
+architecture, including detectors, segmenters and transformers whose forward
+no static rule could parse.
 A BatchNorm in eval mode (mmdet's ``norm_eval=True`` freezes the backbone's
 statistics) does not normalise by the batch, so the conv before it is *not*
 scale-invariant and is left out, with that reason in the startup table.
@@ -25,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torch.nn.modules.conv import _ConvNd
+from torch.overrides import TorchFunctionMode
 
 from ..layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 
@@ -41,32 +46,132 @@ def uses_input_statistics(norm: nn.Module) -> bool:
     return True
 
 
+#: ops that move the elements of a tensor without changing any value: a layer
+#: whose output reaches a normalization only through these feeds it directly
+SHAPE_ONLY_OPS = frozenset({
+    'view', 'view_as', 'reshape', 'reshape_as', 'permute', 'flatten', 'unflatten',
+    'transpose', 'swapaxes', 'swapdims', 'movedim', 'moveaxis', 't', 'T', 'mT',
+    'contiguous', 'squeeze', 'unsqueeze', 'clone', 'detach', 'data'})
+#: ops that read only the shape, dtype or device of a tensor, not its values
+METADATA_OPS = frozenset({'new_zeros', 'new_ones', 'new_empty', 'new_full', 'new_tensor'})
+
+
+def _op_name(func) -> str:
+    """``x.permute`` -> 'permute'; a property (``x.mT``) -> its name."""
+    name = getattr(func, '__name__', '')
+    if name == '__get__':
+        name = getattr(getattr(func, '__self__', None), '__name__', name)
+    return name
+
+
+def _tensors(obj):
+    """The tensors in an op's arguments (nested lists, as torch.cat takes them)."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def _returns_tensor(out) -> bool:
+    return isinstance(out, Tensor) or (isinstance(out, (list, tuple)) and
+                                       any(isinstance(o, Tensor) for o in out))
+
+
+class _FollowMode(TorchFunctionMode):
+    """Watches every torch op of a forward for the tracer: propagates a
+    layer's output through shape-only ops, and records any other use of it."""
+
+    def __init__(self, tracer: 'NormFollowTracer') -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tracer = self.tracer
+        if tracer._inside_norm or not tracer._outputs:
+            return out
+        name = _op_name(func)
+        if name in SHAPE_ONLY_OPS:
+            # only the first argument is data (view_as(y) reads y's shape)
+            source = tracer._layer_of(args[0]) if args else None
+            if source is not None and isinstance(out, Tensor):
+                tracer._track(out, source)
+            return out
+        if name in METADATA_OPS or not _returns_tensor(out):
+            return out  # x.size(), x.dim(), x.new_zeros(...): no value is used
+        for t in _tensors((args, kwargs)):
+            layer = tracer._layer_of(t, any_version=True)
+            if layer is not None:
+                tracer._other_uses.setdefault(layer, name)
+        return out
+
+
 class NormFollowTracer:
     """Records, during forward passes, which weight layers feed a norm directly.
 
+    A layer *feeds a norm directly* when every use of its output in the
+    forward is the input of a normalization, possibly through shape-only ops
+    (:data:`SHAPE_ONLY_OPS`: view, reshape, permute, flatten, transpose,
+    contiguous, ...: they move elements and change no value, as the
+    channel-last LayerNorm of ConvNeXt and the flatten-transpose-LayerNorm of
+    mmcv's ``PatchEmbed`` need). Then scaling its weight by c scales the
+    norm's input by c, which the norm removes. Any other use breaks that: a
+    scale, an activation or an add between the layer and the norm, and also
+    an add *beside* it (a residual branch that carries the layer's output
+    past the norm, as after Swin's patch merging).
+
+    The ops are watched by a ``TorchFunctionMode`` pushed for the duration of
+    each forward of the model (a forward pre-hook and an always-called
+    forward hook on the model), so the tracer costs nothing once detached.
+
     Use as a context manager around one forward, or :meth:`attach` / :meth:`detach`.
-    ``followed`` maps a layer name to ``(norm name, norm class, uses input stats)``.
+    ``followed`` maps a layer name to ``(norm name, norm class, uses input
+    stats)``; ``also_used`` maps a layer that fed a norm *and* something
+    else to the first other op (it is not in ``followed``).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.followed: Dict[str, Tuple[str, str, bool]] = {}
+        self._followed: Dict[str, Tuple[str, str, bool]] = {}
+        self._other_uses: Dict[str, str] = {}
+        #: weight layers in the order they first ran
+        self.order: List[str] = []
+        self._ran: set = set()
         self.seen_forward = False
         self._outputs: Dict[int, Tuple[Tensor, int, str]] = {}
         self._handles: list = []
+        self._mode: Optional[_FollowMode] = None
+        self._inside_norm = 0
+
+    @property
+    def followed(self) -> Dict[str, Tuple[str, str, bool]]:
+        return {n: v for n, v in self._followed.items() if n not in self._other_uses}
+
+    @property
+    def also_used(self) -> Dict[str, str]:
+        return {n: self._other_uses[n] for n in self._followed if n in self._other_uses}
 
     def attach(self) -> 'NormFollowTracer':
+        self._handles.append(self.model.register_forward_pre_hook(self._enter))
+        self._handles.append(self.model.register_forward_hook(self._exit, always_call=True))
         for name, module in self.model.named_modules():
             if isinstance(module, WEIGHT_LAYER_TYPES):
                 self._handles.append(module.register_forward_hook(self._after_layer(name)))
             elif isinstance(module, NORM_TYPES):
                 self._handles.append(module.register_forward_pre_hook(self._before_norm(name)))
+                self._handles.append(module.register_forward_hook(self._after_norm,
+                                                                  always_call=True))
         return self
 
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._exit()
         self._outputs.clear()  # the strong references only lived for one forward
 
     def __enter__(self) -> 'NormFollowTracer':
@@ -75,22 +180,52 @@ class NormFollowTracer:
     def __exit__(self, *exc) -> None:
         self.detach()
 
+    # ------------------------------------------------------------- bookkeeping
+    def _enter(self, module, args) -> None:
+        if self._mode is None:
+            self._mode = _FollowMode(self)
+            self._mode.__enter__()
+
+    def _exit(self, *args) -> None:
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
+        self._inside_norm = 0
+        self._outputs.clear()
+
+    def _track(self, tensor: Tensor, layer: str) -> None:
+        # keep the tensor alive so that its id() cannot be reused
+        self._outputs[id(tensor)] = (tensor, tensor._version, layer)
+
+    def _layer_of(self, x, any_version: bool = False) -> Optional[str]:
+        """The layer whose unmodified output ``x`` is (through shape-only ops)."""
+        entry = self._outputs.get(id(x)) if isinstance(x, Tensor) else None
+        if entry is None or entry[0] is not x:
+            return None
+        return entry[2] if any_version or entry[1] == x._version else None
+
     def _after_layer(self, name: str):
         def hook(module, inputs, output):
             self.seen_forward = True
+            if name not in self._ran:
+                self._ran.add(name)
+                self.order.append(name)
             if isinstance(output, Tensor):
-                # keep the tensor alive so that its id() cannot be reused
-                self._outputs[id(output)] = (output, output._version, name)
+                self._track(output, name)
         return hook
 
     def _before_norm(self, name: str):
         def hook(module, inputs):
             x = inputs[0] if inputs else None
-            entry = self._outputs.get(id(x)) if isinstance(x, Tensor) else None
-            if entry is not None and entry[0] is x and entry[1] == x._version:
-                self.followed[entry[2]] = (name, type(module).__name__,
-                                           uses_input_statistics(module))
+            layer = None if self._inside_norm else self._layer_of(x)
+            if layer is not None:
+                self._followed.setdefault(layer, (name, type(module).__name__,
+                                                  uses_input_statistics(module)))
+            self._inside_norm += 1  # the norm's own ops on its input are no other use
         return hook
+
+    def _after_norm(self, module, inputs, output) -> None:
+        self._inside_norm = max(0, self._inside_norm - 1)
 
 
 @dataclass
@@ -110,7 +245,8 @@ def select_fixed_params(model: nn.Module,
                         include: Sequence[str] = (),
                         exclude: Sequence[str] = (),
                         groups: Optional[Sequence[dict]] = None,
-                        detect: bool = True) -> Selection:
+                        detect: bool = True,
+                        other_uses: Optional[Dict[str, str]] = None) -> Selection:
     """Build the fixed set of ``model`` (unwrapped, names as in its state_dict).
 
     Args:
@@ -121,7 +257,10 @@ def select_fixed_params(model: nn.Module,
             independently; the rest of the fixed set forms group ``'default'``.
         detect: select scale-invariant weights automatically (else only
             ``include``).
+        other_uses: :attr:`NormFollowTracer.also_used`: layers that fed a
+            normalization and something else (for the reason they are left out).
     """
+    other_uses = other_uses or {}
     for key, patterns in (('include', include), ('exclude', exclude)):
         if isinstance(patterns, str):
             raise TypeError(f'FixNorm: `{key}` must be a list of patterns, '
@@ -147,7 +286,11 @@ def select_fixed_params(model: nn.Module,
             candidates[pname] = 'weight-normalized'
         elif isinstance(module, WEIGHT_LAYER_TYPES):
             follow = followed.get(mod_name)
-            if follow is None:
+            if follow is None and mod_name in other_uses:
+                excluded.append((pname, weight.numel(),
+                                 'feeds a normalization and also another op '
+                                 f'({other_uses[mod_name]}): not scale-invariant'))
+            elif follow is None:
                 excluded.append((pname, weight.numel(), 'not followed by a normalization'))
             elif not follow[2]:
                 excluded.append((pname, weight.numel(),

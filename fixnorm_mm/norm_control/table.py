@@ -10,6 +10,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from ..layers import NORMALIZED_LAYERS
+
 #: a tensor left out: (name, number of elements, why)
 Excluded = Tuple[str, int, str]
 
@@ -26,26 +28,38 @@ def by_reason(excluded: Sequence[Excluded]) -> Dict[str, List[Tuple[str, int]]]:
     return out
 
 
+def never_controlled(model: nn.Module) -> List[str]:
+    """Parameters no method controls: biases and normalization parameters
+    (1-D) and the gains g of FixNorm / WN layers (a scale, not a direction)."""
+    gains = {f'{n}.g' if n else 'g' for n, m in model.named_modules()
+             if isinstance(m, NORMALIZED_LAYERS) and isinstance(getattr(m, 'g', None), nn.Parameter)}
+    return [n for n, p in model.named_parameters() if p.dim() < 2 or n in gains]
+
+
 def uncontrolled(model: nn.Module, controlled: Sequence[str], excluded: Sequence[Excluded],
                  decay: Mapping[int, float]) -> List[Tuple[str, int, str]]:
-    """Trainable weights (2-D or more) outside the controlled set whose
-    optimizer weight decay is 0: nothing bounds their norm."""
-    params = dict(model.named_parameters())
+    """Trainable weights (2-D or more, not gains) outside the controlled set
+    whose optimizer weight decay is 0: nothing bounds their norm."""
     why = {n: w for n, _, w in excluded}
-    done = set(controlled)
+    skip = set(controlled) | set(never_controlled(model))
     out = []
-    for name, p in params.items():
-        if p.dim() < 2 or not p.requires_grad or name in done:
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name in skip:
             continue
         if decay.get(id(p)) == 0.0:  # optimized, with no weight decay
-            out.append((name, p.numel(), why.get(name, 'not selected')))
+            out.append((name, p.numel(), why.get(name, OTHER_PARAMETER)))
     return out
+
+
+#: why a 2-D+ parameter that belongs to no conv/linear layer is not controlled
+OTHER_PARAMETER = 'not a conv/linear weight (embedding, token, position table)'
 
 
 def summary(title: str, groups: Mapping[str, Mapping[str, Tensor]],
             group_columns: Mapping[str, Mapping[str, str]],
             excluded: Sequence[Excluded], model: nn.Module,
-            reasons: Optional[Mapping[str, str]] = None, max_names: int = 3) -> str:
+            reasons: Optional[Mapping[str, str]] = None, max_names: int = 3,
+            weight_decay: Optional[str] = None) -> str:
     """One screen: per group tensors / params / method columns; why the
     tensors were chosen (``reasons``), counted; left-out tensors counted by
     reason; parameters never controlled.
@@ -53,6 +67,7 @@ def summary(title: str, groups: Mapping[str, Mapping[str, Tensor]],
     Args:
         group_columns: column title -> (group -> text), e.g. the reference norm.
         reasons: tensor name -> why it is controlled.
+        weight_decay: the line that says which weight decay each tensor got.
     """
     lines = [title]
     header = f'  {"group":<16}{"tensors":>9}{"params":>14}'
@@ -69,18 +84,22 @@ def summary(title: str, groups: Mapping[str, Mapping[str, Tensor]],
         lines.append('  because: ' + '; '.join(f'{w}: {_count(items)}'
                                                for w, items in why.items()))
     selected = {n for named in groups.values() for n in named}
-    left = by_reason(excluded)
-    listed = selected | {n for n, _, _ in excluded}
-    others = [(n, p.numel()) for n, p in model.named_parameters() if n not in listed]
-    if left or others:
+    never = set(never_controlled(model)) - selected
+    listed = selected | {n for n, _, _ in excluded} | never
+    left = by_reason(list(excluded) + [(n, p.numel(), OTHER_PARAMETER)
+                                       for n, p in model.named_parameters() if n not in listed])
+    never_items = [(n, p.numel()) for n, p in model.named_parameters() if n in never]
+    if left or never_items:
         lines.append('  left out:')
         for why, items in left.items():
             names = ', '.join(n for n, _ in items[:max_names])
             more = ', ...' if len(items) > max_names else ''
             lines.append(f'    {why}: {_count(items)} ({names}{more})')
-        if others:
-            lines.append(f'    biases, normalization and gain parameters (never controlled): '
-                         f'{_count(others)}')
+        if never_items:
+            lines.append(f'    biases, normalization parameters and gains (never controlled): '
+                         f'{_count(never_items)}')
+    if weight_decay:
+        lines.append(f'  {weight_decay}')
     return '\n'.join(lines)
 
 

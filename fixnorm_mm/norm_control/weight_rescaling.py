@@ -102,6 +102,7 @@ class WRSController(NormController):
     labels = {'wrs': 'WRS'}
     state_key = 'wrs'
     one_group_per_tensor = True
+    takes_over_weight_decay = True
 
     def __init__(self, interval: int = 40, rescale_at_start: bool = True,
                  include: Sequence[str] = (), exclude: Sequence[str] = (), **kwargs) -> None:
@@ -123,20 +124,17 @@ class WRSController(NormController):
                 'Left out: ' + '; '.join(f'{n} ({why})' for n, _, why in sel.excluded[:8]))
         if resumed_state is not None:
             self.steps = check_int('checkpoint wrs.steps', resumed_state.get('steps'))
-        decay = self.take_over_weight_decay(named)
+        decay = self.apply_weight_decay_rule(named)
         self.rescaler = WeightRescaler(named)
-        warn = table.uncontrolled_warning(
-            table.uncontrolled(model, list(named), sel.excluded, self.decay_of()), 'WRS',
-            'Give them weight decay (optim_wrapper.optimizer.weight_decay / paramwise_cfg).')
         self.log_table(
             table.summary(f'WRS (tau={self.interval}): {self.rescaler.units.num_units} '
                           'output units rescaled to unit norm', sel.groups,
                           {'units': {'default': str(self.rescaler.units.num_units)}},
-                          sel.excluded, model, sel.reasons),
+                          sel.excluded, model, sel.reasons,
+                          weight_decay=self.weight_decay_summary(model, named, decay)),
             table.details(sel.groups, sel.reasons, sel.excluded,
                           {'weight_decay': {n: f'{decay[n]:g} -> 0' for n in named}}))
-        for line in warn:
-            print_log(f'WRS: {line}', logger='current', level=logging.WARNING)
+        self.warn_uncontrolled(model, list(named), sel.excluded)
         if self.rescale_at_start and self.steps == 0 and resumed_state is None:
             self.rescaler.rescale()
 

@@ -8,6 +8,8 @@ data. Import the module you need (registration happens on import, once):
 * :mod:`fixnorm_mm.testing.digits`: scikit-learn's real digits
   (``DigitsDataset``) and ``DigitsResNet``, for ``experiments/`` and
   ``tools/compare_methods.py``.
+* :mod:`fixnorm_mm.testing.vit`: ``DigitsViT``, a small pre-norm ViT (the
+  transformer tests and the digits-ViT experiments).
 
 One module per OpenMMLab task, each with a generator and a shrinker of the
 same shape (each imports its task package lazily):
