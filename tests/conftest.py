@@ -19,3 +19,15 @@ def _fresh_default_scope():
     yield
     from mmengine.registry import DefaultScope
     DefaultScope._instance_dict.clear()
+
+
+@pytest.fixture
+def cpu_amp(monkeypatch):
+    """mmengine's real AmpOptimWrapper on the CPU (tests/test_amp.py says why
+    and what is patched: two names in mmengine's module, for one test)."""
+    import functools
+
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    monkeypatch.setattr(amp_optimizer_wrapper, 'GradScaler',
+                        functools.partial(torch.amp.GradScaler, 'cpu'))

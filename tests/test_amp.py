@@ -9,14 +9,13 @@ builds ``torch.cuda.amp.GradScaler``. To exercise the real wrapper here, the
 for the duration of a test: ``is_cuda_available`` (-> True) and ``GradScaler``
 (-> ``torch.amp.GradScaler('cpu', ...)``, the same scaler logic on CPU
 tensors). Nothing else of mmengine is touched; forward passes run under
-``torch.autocast('cpu', dtype)``.
+``torch.autocast('cpu', dtype)``. (The fixture is in conftest.py: Hyperball's
+tests use it too.)
 """
-import functools
 from types import SimpleNamespace
 
 import pytest
 import torch
-from mmengine.optim.optimizer import amp_optimizer_wrapper
 from mmengine.runner import Runner
 from torch import nn
 
@@ -27,13 +26,6 @@ from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 from fixnorm_mm.testing.toy import ToyNet, runner_cfg
 
 DTYPES = [torch.float16, torch.bfloat16]
-
-
-@pytest.fixture
-def cpu_amp(monkeypatch):
-    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
-    monkeypatch.setattr(amp_optimizer_wrapper, 'GradScaler',
-                        functools.partial(torch.amp.GradScaler, 'cpu'))
 
 
 ROUTES = ['constructor', 'hook', 'legacy']

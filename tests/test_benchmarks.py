@@ -178,3 +178,12 @@ def test_gpu_benchmark_logic_on_cpu(tmp_path):
     # is stepped with found_inf, and the rescale's factor is then exactly 1
     assert not default['controller_saw_step'] and fused['controller_saw_step']
     assert os.path.exists(out + '.md') and 'Skipped fp16 steps' in open(out + '.md').read()
+
+
+# ----------------------------------------------------------------------------- hyperball_overhead.py
+def test_hyperball_overhead_smoke(capsys):
+    import hyperball_overhead
+    out = hyperball_overhead.main(['--repeats', '2', '--width', '32', '--depth', '1'])
+    assert out['buffer_over_weights'] == 1.0  # one kept copy of the controlled weights
+    assert out['ratio'] > 0 and out['q1'] <= out['q3']
+    assert '(AdamW + Hyperball) / AdamW:' in capsys.readouterr().out

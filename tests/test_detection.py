@@ -335,25 +335,22 @@ def test_runner_trains_and_evaluates(name, coco, tmp_path):
         pytest.approx(min(g_now, head.retina_cls.cap), rel=1e-6)
 
 
-def test_weight_decay_may_stay_on_the_frozen_bn_backbone(coco, tmp_path):
-    """The backbone's convs are not in the fixed set, so a user may keep weight
-    decay on them (docs/coco.md); on a fixed weight it is refused by name."""
+def test_weight_decay_stays_on_the_frozen_bn_backbone(coco, tmp_path):
+    """The backbone's convs are not in the fixed set: with the config's weight
+    decay they keep it (docs/coco.md), and FixNorm takes over the decay of the
+    weights it fixes (the WN directions and retina_cls)."""
     cfg = shrink_coco_config(Config.fromfile(config_path('retinanet_r50_fpn_fixnorm_90k_coco')),
                              coco, work_dir=str(tmp_path), max_iters=1)
     cfg.optim_wrapper.optimizer.weight_decay = 1e-4
     runner = Runner.from_cfg(cfg)
-    with pytest.raises(ValueError, match=r'neck\.lateral_convs\.0\.conv\.weight'):
-        runner.build_optim_wrapper(cfg.optim_wrapper)
-    cfg.optim_wrapper.paramwise_cfg = dict(custom_keys={'neck': dict(decay_mult=0),
-                                                        'bbox_head': dict(decay_mult=0)})
-    runner.optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
-    runner.train()  # the first step's selection agrees: nothing fixed is decayed
+    runner.train()
     model = runner.model
     decay = {id(p): g['weight_decay'] for g in runner.optim_wrapper.optimizer.param_groups
              for p in g['params']}
     assert decay[id(model.backbone.layer2[0].conv1.weight)] == 1e-4
     assert decay[id(model.neck.fpn_convs[0].conv.weight)] == 0
     assert decay[id(model.bbox_head.retina_cls.weight)] == 0
+    assert decay[id(model.neck.fpn_convs[0].conv.g)] == 1e-4  # a gain: the config's
     assert 'bbox_head.retina_cls.weight' in runner.optim_wrapper.norm_control.selection.reasons
 
 

@@ -121,7 +121,7 @@ def test_every_controlled_matrix_keeps_its_initial_norm_under_adamw_with_a_sched
                 assert float(p.detach().norm()) == pytest.approx(float(radii[n]), rel=1e-5)
                 # on the sphere, a step of length eta R before projecting moves W by
                 # at most that much
-                assert float((p - before[n]).norm()) <= etas[0] * float(radii[n]) * (1 + 1e-4)
+                assert float((p - before[n]).detach().norm()) <= etas[0] * float(radii[n]) * (1 + 1e-4)
 
 
 def test_weight_decay_is_taken_over_on_the_matrices_and_kept_elsewhere():
@@ -195,3 +195,92 @@ def test_patterns_that_match_nothing_are_refused_at_the_first_step():
         ow.update_params(loss_of(model, 0))
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n])  # refused before any update
+
+
+# ---- AMP: a step the loss scaler skips is no step -----------------------------------
+
+def amp_wrapper(model, dtype, fused=False, **control):
+    from fixnorm_mm.engine import NormControlOptimWrapperConstructor
+    return NormControlOptimWrapperConstructor(dict(
+        type='AmpOptimWrapper', dtype=dtype, loss_scale=dict(init_scale=2.0 ** 10),
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.0, fused=fused),
+        norm_control=dict(type='Hyperball', lr=0.05, **control)))(model)
+
+
+def amp_step(model, ow, dtype, seed, poison=False):
+    with torch.autocast('cpu', dtype=dtype):
+        loss = loss_of(model, seed)
+    ow.update_params(loss * float('inf') if poison else loss)
+
+
+@pytest.mark.parametrize('fused', [False, True])
+def test_a_skipped_amp_step_leaves_weights_and_radii_alone(cpu_amp, fused):
+    """Non-fused: GradScaler does not call step(), so no hook runs. Fused:
+    the optimizer skips inside its kernel and Hyperball gets found_inf: the
+    weights stay exactly as they were."""
+    dtype = torch.bfloat16 if fused else torch.float16
+    model = vit()
+    ow = amp_wrapper(model, dtype, fused=fused)
+    amp_step(model, ow, dtype, 0)                      # a real step: Hyperball starts
+    ball = ow.norm_control.ball
+    radii = ball.radii.clone()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    amp_step(model, ow, dtype, 1, poison=True)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert torch.equal(ball.radii, radii)
+    amp_step(model, ow, dtype, 2)                      # and training goes on, on the spheres
+    torch.testing.assert_close(ball.norms(), radii, rtol=1e-5, atol=0)
+    assert not torch.equal(model.layers[0].attn.qkv.weight, before['layers.0.attn.qkv.weight'])
+
+
+# ---- resume -----------------------------------------------------------------------
+
+def _runner_cfg(work_dir, **kw):
+    from fixnorm_mm.testing.toy import runner_cfg
+    return runner_cfg(work_dir, model=dict(type='DigitsViT', width=16, depth=1, heads=2,
+                                           in_channels=3, num_classes=4),
+                      optim_wrapper=dict(
+                          type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
+                          optimizer=dict(type='AdamW', lr=3e-3, weight_decay=0.05),
+                          paramwise_cfg=dict(norm_decay_mult=0.0),
+                          norm_control=dict(type='Hyperball', lr=0.02)), **kw)
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    from mmengine.runner import Runner
+
+    import fixnorm_mm.testing.vit  # noqa: F401  (registers DigitsViT)
+    straight = Runner.from_cfg(_runner_cfg(tmp_path / 'a', max_iters=6))
+    straight.train()
+    first = Runner.from_cfg(_runner_cfg(tmp_path / 'b', max_iters=3))
+    first.train()
+    ckpt = str(tmp_path / 'b' / 'iter_3.pth')
+    state = torch.load(ckpt, weights_only=True)  # safe loading stays on
+    assert state['optimizer']['norm_control'] == 'Hyperball'
+    saved = state['optimizer']['hyperball']
+    assert saved['params'] == straight.optim_wrapper.norm_control.ball.names
+    resumed = Runner.from_cfg(_runner_cfg(tmp_path / 'b', max_iters=6, resume=True,
+                                          load_from=ckpt))
+    resumed.train()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ball = resumed.optim_wrapper.norm_control.ball
+    assert torch.equal(ball.radii.cpu(), saved['radii'])  # R restored, not re-measured
+    assert torch.equal(ball.radii, straight.optim_wrapper.norm_control.ball.radii)
+
+
+def test_resuming_weights_that_left_their_spheres_is_refused(tmp_path):
+    from mmengine.runner import Runner
+
+    import fixnorm_mm.testing.vit  # noqa: F401
+    Runner.from_cfg(_runner_cfg(tmp_path, max_iters=3)).train()
+    ckpt = torch.load(tmp_path / 'iter_3.pth', weights_only=False)
+    ckpt['state_dict']['layers.0.attn.qkv.weight'] *= 1.5
+    torch.save(ckpt, tmp_path / 'tampered.pth')
+    runner = Runner.from_cfg(_runner_cfg(tmp_path / 'c', max_iters=6, resume=True,
+                                         load_from=str(tmp_path / 'tampered.pth')))
+    with pytest.raises(ValueError, match=r'Hyperball: the resumed weight layers\.0\.attn\.qkv'
+                                         r'\.weight has norm .* R = .*on_method_change'):
+        runner.train()

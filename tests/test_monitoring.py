@@ -273,8 +273,8 @@ def test_trainable_weights_without_fixnorm_or_weight_decay_get_a_warning(tmp_pat
         in warning
     assert 'followed by BatchNorm2d in eval mode (frozen statistics): not scale-invariant: ' \
         '1 (backbone.0.weight)' in warning
-    for key in ('optim_wrapper.optimizer.weight_decay > 0', 'decay_mult=0',
-                'optim_wrapper.paramwise_cfg.custom_keys', 'norm_eval=False'):
+    for key in ('optim_wrapper.optimizer.weight_decay', 'paramwise_cfg', 'keeps the '
+                "config's weight decay on every tensor it does not control", 'norm_eval=False'):
         assert key in warning
     # the summary counts by reason; the per-tensor list is in the work dir only
     assert 'followed by BatchNorm2d in eval mode (frozen statistics): not scale-invariant: ' \
@@ -283,10 +283,9 @@ def test_trainable_weights_without_fixnorm_or_weight_decay_get_a_warning(tmp_pat
     tensors = open(glob.glob(str(tmp_path / 'a' / '*' / 'fixnorm_tensors.txt'))[0]).read()
     assert '[default] backbone.3.weight  (followed by BatchNorm2d)' in tensors
 
-    # the remedy the warning names: weight decay, but not on the fixed weights
-    remedy = dict(fixnorm, optimizer=dict(fixnorm['optimizer'], weight_decay=1e-4),
-                  paramwise_cfg=dict(custom_keys={'backbone.3': dict(decay_mult=0.0),
-                                                  'head': dict(decay_mult=0.0)}))
+    # the remedy the warning names: weight decay, which FixNorm takes over on the
+    # weights it fixes and leaves on the others
+    remedy = dict(fixnorm, optimizer=dict(fixnorm['optimizer'], weight_decay=1e-4))
     runner = Runner.from_cfg(runner_cfg(tmp_path / 'b', max_iters=1, model=model,
                                         optim_wrapper=remedy))
     runner.train()
@@ -294,6 +293,7 @@ def test_trainable_weights_without_fixnorm_or_weight_decay_get_a_warning(tmp_pat
     decay = {id(p): g['weight_decay'] for g in runner.optim_wrapper.optimizer.param_groups
              for p in g['params']}
     assert decay[id(runner.model.backbone[0].weight)] == 1e-4
+    assert decay[id(runner.model.backbone[3].weight)] == 0.0  # fixed: taken over
 
 
 # ----------------------------------------------------------------- configs and tools

@@ -58,7 +58,10 @@ class MCBRHook(Hook):
       plain layer (Fig. 2 top right);
     * what the runner's norm-control method logs (FixNorm: ``norm_<group>``,
       the global norm of each fixed group after the step, and
-      ``<group>_effective_lr`` = lr / ||W||^2 with the iteration's lr).
+      ``<group>_effective_lr`` = lr / ||W||^2 with the iteration's lr;
+      Hyperball: ``sphere_max_rel_dev`` and ``angular_lr``), if the method
+      does not put them into the message hub itself at every step (its
+      ``log_interval``, 1 by default: then they are logged with no hook).
 
     The hook runs before ``LoggerHook`` (priority ``NORMAL`` against its
     ``BELOW_NORMAL``), so a log line and its ``fixnorm/*`` values belong to

@@ -476,21 +476,33 @@ class NormController:
 
     def warn_uncontrolled(self, model: nn.Module, controlled: Sequence[str],
                           excluded: Sequence[Tuple[str, int, str]], extra: str = '') -> None:
-        """The WARNING for trainable weights that neither the method nor
-        weight decay bounds, with the config line that changes it."""
+        """The WARNING for trainable conv/linear weights that neither the
+        method nor weight decay bounds, with the config line that changes it;
+        other parameters without weight decay (tokens, position tables, which
+        configs exempt on purpose) get one INFO line."""
         from . import table
         items = table.uncontrolled(model, controlled, excluded, self.decay_of())
+        weights = [i for i in items if i[2] != table.OTHER_PARAMETER]
+        others = [i for i in items if i[2] == table.OTHER_PARAMETER]
         if self.uncontrolled_weight_decay == 'none':
             remedy = (f"{self.key('uncontrolled_weight_decay')}='none' takes their weight decay "
                       "away (the paper's setting); 'keep' (the default) leaves them the "
                       "config's.")
         else:
-            remedy = ('The config gives them no weight decay: set optim_wrapper.optimizer.'
-                      'weight_decay > 0, which the method keeps on every tensor it does not '
-                      'control (paramwise_cfg decides per tensor).')
-        for line in table.uncontrolled_warning(items, self.type_name,
+            remedy = ('The config gives them no weight decay (optim_wrapper.optimizer.'
+                      'weight_decay, and paramwise_cfg per tensor); the method keeps the '
+                      "config's weight decay on every tensor it does not control, so weight "
+                      'decay given to them there bounds them.')
+        for line in table.uncontrolled_warning(weights, self.type_name,
                                                remedy + (f' {extra}' if extra else '')):
             print_log(f'{self.type_name}: {line}', logger='current', level=logging.WARNING)
+        if others:
+            names = ', '.join(n for n, _, _ in others[:4]) + (', ...' if len(others) > 4 else '')
+            why = ('uncontrolled_weight_decay=\'none\'' if self.uncontrolled_weight_decay == 'none'
+                   else 'the config (paramwise_cfg)')
+            print_log(f'{self.type_name}: {len(others)} other parameter(s) ({names}: tokens, '
+                      f'position tables, embeddings) train with no weight decay, as {why} '
+                      'says.', logger='current')
 
     def decay_of(self) -> Dict[int, float]:
         """Current weight decay of every optimized tensor, by id."""

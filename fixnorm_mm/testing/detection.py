@@ -191,12 +191,17 @@ def _innermost_dataset(dataset: dict) -> dict:
 
 def _shrink_pipeline(pipeline: Optional[list], size: int) -> None:
     for t in pipeline or []:
+        if isinstance(t, (list, tuple)):  # RandomChoice's alternatives (DETR family)
+            _shrink_pipeline(t, size)
+            continue
         if 'scale' in t:
             t['scale'] = (size, size)
         if 'scales' in t:
             t['scales'] = [(size, size)]
         if t.get('type') in ('RandomResize',) and 'ratio_range' in t:
             t['ratio_range'] = (1.0, 1.0)
+        if 'transforms' in t:
+            _shrink_pipeline(t['transforms'], size)
 
 
 def _shrink_data(cfg, data: CocoToy, batch_size: int, size: int) -> None:
