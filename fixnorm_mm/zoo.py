@@ -94,7 +94,10 @@ _TRANSFORMERS = [
      dict(weight_norm='attention_mlp')),
     ('mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py', 'classification', {}),
     ('mmpretrain::convnext/convnext-tiny_32xb128_in1k.py', 'classification', {}),
-    ('mmpretrain::poolformer/poolformer-s12_32xb128_in1k.py', 'classification', {}),
+    # PoolFormer's patch embeddings feed a block's GroupNorm *and* its shortcut: no
+    # layer is scale-invariant as it is
+    ('mmpretrain::poolformer/poolformer-s12_32xb128_in1k.py', 'classification',
+     dict(weight_norm='attention_mlp')),
     ('mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', 'segmentation', {}),
     ('mmseg::segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py', 'segmentation',
      dict(weight_norm='attention_mlp')),
