@@ -306,9 +306,14 @@ def test_runner_trains_and_evaluates(name, coco, tmp_path):
     assert sorted(selection.groups) == ['default']
     assert sorted(selection.groups['default']) == sorted(normalized)
     backbone_convs = [f'{n}.weight' for n, m in model.named_modules()
-                      if n.startswith('backbone.') and isinstance(m, nn.Conv2d)]
+                      if n.startswith('backbone.') and isinstance(m, nn.Conv2d)
+                      and m.weight.requires_grad]
     left_out = {n: why for n, _, why in selection.excluded}
     assert all(left_out.get(n) == EVAL_BN_REASON for n in backbone_convs)
+    frozen = [f'{n}.weight' for n, m in model.named_modules()  # frozen_stages: stem, layer1
+              if n.startswith('backbone.') and isinstance(m, nn.Conv2d)
+              and not m.weight.requires_grad]
+    assert frozen and all(left_out[n] == 'frozen (requires_grad=False)' for n in frozen)
 
     # ... and the startup table in the log says so
     log = open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()

@@ -286,7 +286,9 @@ def select_fixed_params(model: nn.Module,
             candidates[pname] = 'weight-normalized'
         elif isinstance(module, WEIGHT_LAYER_TYPES):
             follow = followed.get(mod_name)
-            if follow is None and mod_name in other_uses:
+            if not weight.requires_grad:  # the first reason: nothing trains it
+                excluded.append((pname, weight.numel(), 'frozen (requires_grad=False)'))
+            elif follow is None and mod_name in other_uses:
                 excluded.append((pname, weight.numel(),
                                  'feeds a normalization and also another op '
                                  f'({other_uses[mod_name]}): not scale-invariant'))
