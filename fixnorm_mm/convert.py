@@ -68,9 +68,16 @@ def _conv_args(conv: nn.Conv2d) -> dict:
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` (a layer built by :func:`to_fixnorm_layer` /
-    :func:`to_wn_layer`, weights included) in place of the layer at ``name``."""
-    parent_name, _, attr = name.rpartition('.')
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    :func:`to_wn_layer`, weights included) in place of the layer at ``name``,
+    and wherever else the same layer object sits: a layer shared by several
+    parents (Deformable DETR's ``cls_branches`` without box refinement hold
+    one Linear six times) is listed once by ``named_modules()`` and stays
+    shared, as one converted layer."""
+    old = model.get_submodule(name)
+    for parent in model.modules():
+        for attr, child in list(parent._modules.items()):
+            if child is old:
+                setattr(parent, attr, new)
 
 
 def to_fixnorm_layer(layer: nn.Module, alpha: float) -> nn.Module:
