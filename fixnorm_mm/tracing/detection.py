@@ -49,6 +49,9 @@ class DetectionTracing(TaskTracing):
     task = 'detection'
     ground_truth = 'boxes and labels'
     default_image_size = 128
+    #: DINO ranks the encoder's 16x16 + 8x8 + 4x4 + 2x2 tokens of a 128x128
+    #: image to pick its 900 queries: too few
+    fallback_image_size = 256
 
     def accepts(self, model: nn.Module) -> bool:
         return is_instance(model, loaded_class('mmdet.models.detectors', 'BaseDetector'))
@@ -66,6 +69,13 @@ class DetectionTracing(TaskTracing):
         for m in model.modules():
             if is_instance(m, embedding_rpn):
                 m.init_weights()
+        # Deformable DETR and DINO allocate level_embed uninitialised
+        # (torch.Tensor) and draw it in init_weights: traced before, it holds
+        # whatever the memory held, NaN at times
+        level_embed = getattr(model, 'level_embed', None)
+        if isinstance(level_embed, nn.Parameter):
+            with torch.no_grad():
+                level_embed.normal_(generator=self.generator(0))
 
     def ground_truth_of(self, model: nn.Module) -> str:
         parts = ['boxes', 'labels'] + [w for w, has in (('masks', _with_mask(model)),
