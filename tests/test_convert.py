@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import BaseModule
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 from torch import nn
@@ -111,6 +112,37 @@ def test_a_shared_layer_is_converted_once_and_stays_shared():
     assert len(list(model.parameters())) == 3 + 3  # weight, bias, g of each
     for a, b in zip(model(x), want):
         torch.testing.assert_close(a, b)
+
+
+
+class XavierHost(BaseModule):
+    """Draws W after its layers' init_weights, as mmdet's DIIHead does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = FixNormLinear(4, 3, alpha=10.0)
+
+    def init_weights(self):
+        super().init_weights()
+        nn.init.xavier_uniform_(self.fc.weight)
+
+
+def test_converted_init_weights_follows_deepcopy_and_pickle():
+    """FixNormModel's init_weights (the model's own, then g where the layers'
+    rules put it) acts on the copy it belongs to."""
+    import copy
+    import pickle
+    from fixnorm_mm.convert import _InitWeights
+
+    model = XavierHost()
+    model.init_weights = _InitWeights(model)
+    w = model.fc.weight.detach().clone()
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.init_weights.model is other
+        other.init_weights()
+        assert not torch.equal(other.fc.weight, w)
+        assert float(other.fc.g.detach()) == pytest.approx(float(other.fc.weight.detach().norm()))
+    assert torch.equal(model.fc.weight, w)  # the original was not initialised through them
 
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
