@@ -484,7 +484,8 @@ class _InitWeights:
         before = gain_snapshot(self.model)
         type(self.model).init_weights(self.model)
         done = settle_gains(self.model, before)
-        why = dict(resynced='their host re-initialised W after them: g = ||W||',
+        why = dict(resynced='their host drew W after (or instead of) their init_weights: '
+                            'g = ||W||',
                    gain_as_weight='their host initialised g with W as if it were a weight: '
                                   'g = ||W||',
                    zero_weight='W was initialised to zero: a random direction, g = 0 (the '

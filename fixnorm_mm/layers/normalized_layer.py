@@ -171,7 +171,6 @@ def sync_gains(module: nn.Module) -> int:
     return synced
 
 
-
 def gain_snapshot(module: nn.Module) -> Dict[nn.Module, Tuple[Tensor, Tensor]]:
     """g and ||W|| of every normalised layer of ``module``, copied, for
     :func:`settle_gains`."""
@@ -198,8 +197,9 @@ def settle_gains(module: nn.Module, before: Dict[nn.Module, Tuple[Tensor, Tensor
       (mmcv's deformable attention zeroes ``sampling_offsets`` and
       ``attention_weights``, Deformable DETR its last regression layers) has
       no direction, and ``W / ||W||`` no gradient there: it gets a random
-      direction (torch's default init) and g = 0, so that the output starts
-      at the bias, as the plain layer's does, and g learns first.
+      direction (torch's default init) and g = 0 (the layer's other units
+      g = ||W_j||), so that the output starts at the bias, as the plain
+      layer's does, and g learns first.
 
     A g set from outside is kept: before the init (by hand), or by an init
     that left W alone or zeroed g (``ObjectContextBlock``'s zero gain).
