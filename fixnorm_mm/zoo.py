@@ -83,7 +83,7 @@ ZOO: List[tuple] = [
      'segmentation (transformer)', False),
 ]
 
-#: Query-based detectors (DETR and descendants, Sparse R-CNN; family
+#: Query-based detectors (DETR and its descendants, Sparse R-CNN; family
 #: 'detection, query-based') and YOLOv3 (one-stage). Kept apart from
 #: :data:`ZOO` until ZOO's restructuring lands; then they join it.
 #: ``convolutional``: their backbones are ResNet / Darknet (the transformer is
@@ -93,6 +93,7 @@ ZOO_QUERY: List[tuple] = [
     ('mmdet::detr/detr_r50_8xb2-150e_coco.py', 'detection, query-based', True),
     ('mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
      'detection, query-based', True),
+    ('mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py', 'detection, query-based', True),
     ('mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
      'detection, query-based', True),
     ('mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
