@@ -44,7 +44,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import nn
 
-from .layers import NORMALIZED_LAYERS, FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
+from .layers import (NORMALIZED_LAYERS, FixNormConv2d, FixNormLinear, WNConv2d, WNLinear,
+                     gain_snapshot, settle_gains)
 from .layers.fixnorm import _check_alpha
 from .tracing import find_task, trace_loss, trace_tensor_forward
 from .tracing.base import Trace, known_tasks, weight_layers
@@ -68,9 +69,16 @@ def _conv_args(conv: nn.Conv2d) -> dict:
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` (a layer built by :func:`to_fixnorm_layer` /
-    :func:`to_wn_layer`, weights included) in place of the layer at ``name``."""
-    parent_name, _, attr = name.rpartition('.')
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    :func:`to_wn_layer`, weights included) in place of the layer at ``name``,
+    and wherever else the same layer object sits: a layer shared by several
+    parents (Deformable DETR's ``cls_branches`` without box refinement hold
+    one Linear six times) is listed once by ``named_modules()`` and stays
+    shared, as one converted layer."""
+    old = model.get_submodule(name)
+    for parent in model.modules():
+        for attr, child in list(parent._modules.items()):
+            if child is old:
+                setattr(parent, attr, new)
 
 
 def to_fixnorm_layer(layer: nn.Module, alpha: float) -> nn.Module:
@@ -498,7 +506,38 @@ def build_and_convert(model_type: Optional[str] = None,
                                weight_norm_exclude=weight_norm_exclude,
                                trace_input_shape=trace_input_shape)
     conversion.notes += notes
+    if callable(getattr(net, 'init_weights', None)):
+        net.init_weights = _InitWeights(net)
     return net, conversion
+
+
+class _InitWeights:
+    """``init_weights`` of a converted model (an instance attribute: the model
+    keeps its class): the model's own, then g where the layers' rules put it
+    (:func:`~fixnorm_mm.layers.settle_gains`), which hosts that initialise
+    their layers after their children (mmdet's DIIHead, DETR's transformers,
+    YOLOv3's head, mmcv's deformable attention) would otherwise leave
+    elsewhere. A plain object, not a closure, so that ``copy.deepcopy`` and
+    pickling follow the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self) -> None:
+        before = gain_snapshot(self.model)
+        type(self.model).init_weights(self.model)
+        done = settle_gains(self.model, before)
+        why = dict(resynced='their host drew W after (or instead of) their init_weights: '
+                            'g = ||W||',
+                   gain_as_weight='their host initialised g with W as if it were a weight: '
+                                  'g = ||W||',
+                   zero_weight='W was initialised to zero: a random direction, g = 0 (the '
+                               'output starts at the bias)')
+        for case, names in done.items():
+            if names:
+                more = f', ... (+{len(names) - 4})' if len(names) > 4 else ''
+                print_log(f'FixNormModel init_weights: {len(names)} layer(s) {why[case]}: '
+                          + ', '.join(names[:4]) + more, logger='current')
 
 
 @MODELS.register_module('FixNormModel')

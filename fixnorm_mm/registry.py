@@ -1,7 +1,7 @@
 """Registries of the ``fixnorm_mm`` scope.
 
-* :data:`NORM_CONTROLLERS`: the norm-control methods (FixNorm, epsilon-shifted
-  L2, WRS, weight decay), built with ``norm_control=dict(type=...)``. Its own
+* :data:`NORM_CONTROLLERS`: the norm-control methods (FixNorm, Hyperball,
+  epsilon-shifted L2, WRS, weight decay), built with ``norm_control=dict(type=...)``. Its own
   root: a controller is no model, hook or optimizer.
 * :data:`TRACING_TASKS`: what ``FixNormModel`` knows of each task
   (detection, segmentation, classification: :mod:`fixnorm_mm.tracing`).

@@ -83,6 +83,26 @@ ZOO: List[tuple] = [
      'segmentation (transformer)', False),
 ]
 
+#: Query-based detectors (DETR and its descendants, Sparse R-CNN; family
+#: 'detection, query-based') and YOLOv3 (one-stage), the last rows of :data:`ZOO`.
+#: ``convolutional``: their backbones are ResNet / Darknet (the transformer is
+#: neck and head). YOLOv3 is refused: its output convs mix box, objectness and
+#: class channels.
+ZOO_QUERY: List[tuple] = [
+    ('mmdet::detr/detr_r50_8xb2-150e_coco.py', 'detection, query-based', True),
+    ('mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+     'detection, query-based', True),
+    ('mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py', 'detection, query-based', True),
+    ('mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+     'detection, query-based', True),
+    ('mmdet::deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
+     'detection, query-based', True),
+    ('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', 'detection, query-based', True),
+    ('mmdet::sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py', 'detection, query-based', True),
+    ('mmdet::yolo/yolov3_d53_8xb8-320-273e_coco.py', 'detection, one-stage', True),
+]
+ZOO += ZOO_QUERY
+
 #: The transformers and hybrids users train with AdamW: (config, family, method,
 #: options of check_config). Each with FixNorm (FixNormModel: final_layer='auto',
 #: and weight_norm='attention_mlp' where no layer feeds a norm) and with Hyperball

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import BaseModule
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 from torch import nn
@@ -82,6 +83,66 @@ def test_convert_with_patterns_and_exclude():
     model = Net()
     assert convert_to_fixnorm(model, 'seg', weight_norm=False) == {'seg': 'FixNormConv2d'}
     assert isinstance(Net().fc, nn.Linear) and not isinstance(model.fc, WNLinear)
+
+
+
+def test_a_shared_layer_is_converted_once_and_stays_shared():
+    """One Linear held at several places (Deformable DETR's cls_branches
+    without box refinement): named_modules() lists it once; every reference
+    becomes the one converted layer, and its parameters stay one set."""
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            fc, reg = nn.Linear(4, 3), nn.Linear(4, 2)
+            self.cls_branches = nn.ModuleList([fc, fc, fc])
+            self.reg_branches = nn.ModuleList([reg, reg, reg])
+            self.also = fc
+
+        def forward(self, x):
+            return [b(x) for b in self.cls_branches] + [b(x) for b in self.reg_branches]
+
+    model = Shared()
+    x = torch.randn(2, 4)
+    want = model(x)
+    done = convert_to_fixnorm(model, 'cls_branches.0', weight_norm=['reg_branches.*'])
+    assert done == {'cls_branches.0': 'FixNormLinear', 'reg_branches.0': 'WNLinear'}
+    assert all(b is model.cls_branches[0] for b in (*model.cls_branches, model.also))
+    assert all(b is model.reg_branches[0] for b in model.reg_branches)
+    assert isinstance(model.also, FixNormLinear) and isinstance(model.reg_branches[2], WNLinear)
+    assert len(list(model.parameters())) == 3 + 3  # weight, bias, g of each
+    for a, b in zip(model(x), want):
+        torch.testing.assert_close(a, b)
+
+
+
+class XavierHost(BaseModule):
+    """Draws W after its layers' init_weights, as mmdet's DIIHead does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = FixNormLinear(4, 3, alpha=10.0)
+
+    def init_weights(self):
+        super().init_weights()
+        nn.init.xavier_uniform_(self.fc.weight)
+
+
+def test_converted_init_weights_follows_deepcopy_and_pickle():
+    """FixNormModel's init_weights (the model's own, then g where the layers'
+    rules put it) acts on the copy it belongs to."""
+    import copy
+    import pickle
+    from fixnorm_mm.convert import _InitWeights
+
+    model = XavierHost()
+    model.init_weights = _InitWeights(model)
+    w = model.fc.weight.detach().clone()
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.init_weights.model is other
+        other.init_weights()
+        assert not torch.equal(other.fc.weight, w)
+        assert float(other.fc.g.detach()) == pytest.approx(float(other.fc.weight.detach().norm()))
+    assert torch.equal(model.fc.weight, w)  # the original was not initialised through them
 
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -366,3 +427,127 @@ def test_three_line_faster_rcnn_config_trains_through_tools_train(tmp_path, monk
         torch.testing.assert_close(norm, fixnorm['reference_norm'], rtol=1e-6, atol=0)
     w = 'roi_head.bbox_head.shared_fcs.0.weight'
     assert not torch.equal(ckpts[0]['state_dict'][w], state[w])  # it trained
+
+
+# ---- query-based detectors and YOLOv3 (small versions of the stock configs) --------
+
+def _small_query_detector(name):
+    """The FixNormModel config of a stock mmdet config, small: ResNet-18 with 8
+    base channels, 3 classes, 2 encoder and 2 decoder layers, 100 queries;
+    Sparse R-CNN with 2 stages."""
+    from fixnorm_mm.zoo import fixnorm_model_cfg, load_config
+    cfg = load_config(name)
+    init_default_scope('mmdet')
+    model = fixnorm_model_cfg(cfg)
+    model.pop('type')
+
+    def visit(node):
+        if isinstance(node, dict):
+            if 'num_classes' in node:
+                node['num_classes'] = 3
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                visit(v)
+    visit(model)
+    backbone = model['backbone']
+    backbone.update(depth=18, base_channels=8, init_cfg=None)
+    model['neck']['in_channels'] = [8 * 2 ** i for i in backbone['out_indices']]
+    for part in ('encoder', 'decoder'):
+        if part in model:
+            model[part]['num_layers'] = 2
+    if 'num_queries' in model:
+        model['num_queries'] = 100
+    roi = model.get('roi_head')
+    if roi is not None and 'num_stages' in roi:  # Sparse R-CNN
+        roi.update(num_stages=2, stage_loss_weights=roi['stage_loss_weights'][:2],
+                   bbox_head=roi['bbox_head'][:2])
+        model['train_cfg']['rcnn'] = model['train_cfg']['rcnn'][:2]
+    return model
+
+
+QUERY_DETECTORS = {
+    # config: (the final layers 'auto' must choose, their outputs: 3 classes
+    # (+ no-object with DETR's softmax), the names of one shared Linear)
+    'detr/detr_r50_8xb2-150e_coco.py': (['bbox_head.fc_cls'], 4, []),
+    # without box refinement one Linear serves both decoder layers
+    'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py': (
+        ['bbox_head.cls_branches.0'], 3,
+        ['bbox_head.cls_branches.0', 'bbox_head.cls_branches.1']),
+    # with refinement one per decoder layer; the encoder's proposals (index 2)
+    # are class-agnostic in Deformable DETR: not a classifier
+    'deformable_detr/deformable-detr-refine-twostage_r50_16xb2-50e_coco.py': (
+        ['bbox_head.cls_branches.0', 'bbox_head.cls_branches.1'], 3, []),
+    # DINO ranks and trains its encoder's proposals on the class scores
+    'dino/dino-4scale_r50_8xb2-12e_coco.py': (
+        ['bbox_head.cls_branches.0', 'bbox_head.cls_branches.1', 'bbox_head.cls_branches.2'],
+        3, []),
+    'sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py': (
+        ['roi_head.bbox_head.0.fc_cls', 'roi_head.bbox_head.1.fc_cls'], 3, []),
+}
+
+
+@pytest.mark.parametrize('config', list(QUERY_DETECTORS))
+def test_query_based_detectors_final_layers_and_init(config):
+    """final_layer='auto' takes exactly the class logits of DETR-like heads
+    (fc_cls, cls_branches.<i>) and of Sparse R-CNN's stages; they become
+    FixNorm-FC with the cap of their class channels, keep the heads' bias
+    prior, and after the model's init_weights g = ||W|| again."""
+    from mmengine.model import bias_init_with_prob
+    from fixnorm_mm.layers.normalize import tensor_norm
+    finals, outputs, shared = QUERY_DETECTORS[config]
+    model, conversion = build_and_convert(**_small_query_detector('mmdet::' + config))
+    assert conversion.final_layers == finals
+    for name in finals:
+        assert conversion.final_rules[name].startswith('class scores of ')
+        layer = model.get_submodule(name)
+        assert isinstance(layer, FixNormLinear), name
+        assert layer.out_features == outputs and layer.cap == pytest.approx(outputs ** 0.5)
+    # nothing else is FixNorm-FC, and a shared Linear is replaced at every index
+    assert {n for n, m in model.named_modules(remove_duplicate=False)
+            if isinstance(m, FixNormLinear)} == set(finals) | set(shared)
+    if shared:
+        assert len({id(model.get_submodule(n)) for n in shared}) == 1
+        weight = model.get_submodule(shared[0]).weight
+        assert sum(p is weight for p in model.parameters()) == 1
+        assert conversion.final_rules[shared[0]] == (
+            'class scores of DeformableDETRHead (one Linear shared as cls_branches.0-1 by the 2 '
+            'decoder layers; 3 outputs: 3 classes)')
+    if 'refine-twostage' in config:  # the encoder's proposal scores: WN like other layers
+        assert isinstance(model.bbox_head.cls_branches[2], WNLinear)
+
+    model.init_weights()  # as the Runner does, after the conversion
+    for name in finals:
+        layer = model.get_submodule(name)
+        torch.testing.assert_close(layer.g.detach(), tensor_norm(layer.weight, False))
+        if outputs == 3:  # sigmoid focal loss: the prior-probability bias
+            assert torch.all(layer.bias == bias_init_with_prob(0.01))
+    for name, m in model.named_modules():
+        if isinstance(m, WNLinear):  # no gain drawn like a weight (xavier over dim > 1)
+            norm = tensor_norm(m.weight, True)
+            assert bool((norm > 0).all()), name  # zero-initialised ones got a direction
+            assert torch.equal(m.g.detach(), norm) or bool((m.g == 0).all()), name
+    if 'deformable' in config:  # mmcv's deformable attention zeroes sampling_offsets
+        offsets = model.encoder.layers[0].self_attn.sampling_offsets
+        assert isinstance(offsets, WNLinear) and bool((offsets.g == 0).all())
+
+
+def test_yolov3_is_refused_with_the_reason():
+    """YOLOv3's output convs mix box, objectness and class channels: 'auto'
+    refuses and says why and what to do; naming them converts them."""
+    from fixnorm_mm.zoo import fixnorm_model_cfg, load_config
+    cfg = load_config('mmdet::yolo/yolov3_d53_8xb8-320-273e_coco.py')
+    init_default_scope('mmdet')
+    model_cfg = fixnorm_model_cfg(cfg)
+    convs = [f'bbox_head.convs_pred.{i}' for i in range(3)]
+    with pytest.raises(ValueError, match=re.escape(
+            "FixNormModel: final_layer='auto' does not apply to YOLOV3Head (bbox_head): each "
+            f'of its output convs ({", ".join(convs)}) predicts, for each of its 3 anchors, 4 '
+            'box offsets, 1 objectness score and 80 class scores (3 x 85 = 255 channels in '
+            'one conv).') + r'.*would cap the box and objectness channels.*'
+            + re.escape(f'set model.final_layer to these convs by name, final_layer={convs}')):
+        MODELS.build(model_cfg)
+    model = MODELS.build(plain_model_cfg(model_cfg))
+    done = convert_to_fixnorm(model, convs, weight_norm=False)
+    assert done == {n: 'FixNormConv2d' for n in convs}

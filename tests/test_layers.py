@@ -218,6 +218,59 @@ def test_layers_nested_anywhere_follow_the_hosts_init_cfg():
     assert host.kept.weight.detach().std().item() == pytest.approx(0.5, rel=0.3)
 
 
+
+def test_settle_gains_after_hosts_that_initialise_after_their_children():
+    """A host's init that runs after its layers' init_weights: W re-drawn
+    (g = ||W|| again), g drawn like a weight by xavier over every parameter
+    with dim > 1 (g = ||W||), W zeroed (a direction and g = 0: the output is
+    the bias, and g has a gradient); a g set from outside stays."""
+    from mmengine.model import BaseModule
+    from fixnorm_mm.layers import gain_snapshot, settle_gains
+
+    class Host(BaseModule):
+        def __init__(self):
+            super().__init__()
+            self.cls = FixNormLinear(8, 3, alpha=100.0)
+            self.ffn = WNLinear(8, 16)
+            self.offsets = WNLinear(8, 4)
+            self.kept = WNLinear(8, 4)   # g chosen by hand before the init
+            self.zero_gain = WNLinear(8, 4)  # g zeroed by the init, W untouched
+
+        def init_weights(self):
+            super().init_weights()
+            for name, p in self.named_parameters():  # DIIHead, DETR's transformers
+                if p.dim() > 1 and not name.startswith(('kept', 'zero_gain')):
+                    nn.init.xavier_uniform_(p)
+            nn.init.constant_(self.offsets.weight, 0.0)  # mmcv's deformable attention
+            nn.init.constant_(self.offsets.bias, 0.5)
+            nn.init.xavier_uniform_(self.kept.weight)
+            with torch.no_grad():
+                self.zero_gain.g.zero_()
+
+    host = Host()
+    with torch.no_grad():
+        host.kept.g.fill_(0.25)
+    before = gain_snapshot(host)
+    host.init_weights()
+    assert float(host.cls.g.detach()) != pytest.approx(float(host.cls.weight.detach().norm()))
+    assert bool((host.ffn.g < 0).any())  # drawn like a weight
+    done = settle_gains(host, before)
+    assert done == {'resynced': ['cls'], 'gain_as_weight': ['ffn'], 'zero_weight': ['offsets']}
+    for m in (host.cls, host.ffn):
+        torch.testing.assert_close(m.g.detach(), tensor_norm(m.weight, m.per_output))
+    assert host.offsets.weight.norm() > 0 and bool((host.offsets.g == 0).all())
+    x = torch.randn(5, 8)
+    out = host.offsets(x)
+    torch.testing.assert_close(out, torch.full((5, 4), 0.5))
+    out.sum().backward()
+    assert host.offsets.g.grad.abs().sum() > 0
+    assert bool((host.kept.g == 0.25).all()) and bool((host.zero_gain.g == 0).all())
+    # the zero gain of 'offsets' is its own now: a later sync leaves it
+    assert settle_gains(host, gain_snapshot(host)) == {
+        'resynced': [], 'gain_as_weight': [], 'zero_weight': []}
+    assert bool((host.offsets.g == 0).all())
+
+
 # ------------------------------------------------------------------ analytic backward
 def reference(layer, x):
     """The layer's function, autograd through W / ||W|| * min(g, cap)."""

@@ -26,7 +26,10 @@ value is one copy of g taken when the layer sets it, compared only at those
 moments. ``sync_gain()`` sets g = ||W|| unconditionally; ``sync_gains(module)`` runs
 the conditional re-synchronisation on every such layer of a module, for
 hosts that re-initialise weights with direct calls (``normal_init(conv)``)
-after their children's ``init_weights``.
+after their children's ``init_weights``. ``settle_gains(module, before)``
+does that and more after a whole model's ``init_weights`` (``FixNormModel``
+runs it): it also repairs a g that a host initialised as if it were a
+weight, and gives a zero-initialised weight a direction.
 
 mmcv's ``ConvModule`` leaves a conv that has an ``init_weights`` method to
 it: inside a ``ConvModule`` these layers keep torch's initialisation until
@@ -38,7 +41,8 @@ like ``nn.SyncBatchNorm.convert_sync_batchnorm``: shape (stride, padding,
 dilation, groups, padding mode), bias, device, dtype, ``requires_grad`` and
 train/eval mode are kept.
 """
-from typing import Optional
+import math
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -166,3 +170,61 @@ def sync_gains(module: nn.Module) -> int:
             synced += 1
     return synced
 
+
+def gain_snapshot(module: nn.Module) -> Dict[nn.Module, Tuple[Tensor, Tensor]]:
+    """g and ||W|| of every normalised layer of ``module``, copied, for
+    :func:`settle_gains`."""
+    return {m: (m.g.detach().clone(), tensor_norm(m.weight.detach(), m.per_output))
+            for m in module.modules() if isinstance(m, NormalizedLayer)}
+
+
+@torch.no_grad()
+def settle_gains(module: nn.Module, before: Dict[nn.Module, Tuple[Tensor, Tensor]]
+                 ) -> Dict[str, List[str]]:
+    """Put g where its rules say after the hosts of ``module`` ran their
+    ``init_weights`` (``before``: :func:`gain_snapshot` just before), which a
+    layer's own ``init_weights`` runs too early to see. By case:
+
+    * ``'resynced'``: g = ||W|| where g is still the layer's own and W changed
+      after it: a host that re-initialises its layers after
+      ``super().init_weights()`` (mmdet's DIIHead: ``xavier_uniform_`` on
+      every weight) or instead of it (YOLOv3's head: ``normal_init``);
+    * ``'gain_as_weight'``: g = ||W|| where the hosts' init changed both W
+      and g, g to anything but zero: it initialised g as if it were a weight
+      (``xavier_uniform_`` on every parameter with ``dim() > 1``, as DETR's
+      transformers and DIIHead do, reaches WN's g of shape ``(C_out, 1)``);
+    * ``'zero_weight'``: a weight (for WN an output unit) left at zero
+      (mmcv's deformable attention zeroes ``sampling_offsets`` and
+      ``attention_weights``, Deformable DETR its last regression layers) has
+      no direction, and ``W / ||W||`` no gradient there: it gets a random
+      direction (torch's default init) and g = 0 (the layer's other units
+      g = ||W_j||), so that the output starts at the bias, as the plain
+      layer's does, and g learns first.
+
+    A g set from outside is kept: before the init (by hand), or by an init
+    that left W alone or zeroed g (``ObjectContextBlock``'s zero gain).
+    Returns the names of the layers of each case."""
+    done: Dict[str, List[str]] = {'resynced': [], 'gain_as_weight': [], 'zero_weight': []}
+    for name, layer in module.named_modules():
+        if not isinstance(layer, NormalizedLayer) or layer not in before:
+            continue
+        g, (g_before, norm_before) = layer.g, before[layer]
+        norm = tensor_norm(layer.weight, layer.per_output)
+        zero = norm == 0
+        if bool(zero.any()):
+            fresh = torch.empty_like(layer.weight)
+            nn.init.kaiming_uniform_(fresh, a=math.sqrt(5))
+            layer.weight.copy_(torch.where(zero, fresh, layer.weight))
+            g.copy_(torch.where(zero, torch.zeros_like(g),
+                                tensor_norm(layer.weight, layer.per_output).to(g)))
+            layer._gain_set = None  # a gain from outside: never re-synchronised
+            done['zero_weight'].append(name)
+        elif layer.gain_is_own():
+            if not torch.equal(g.detach(), norm.to(g)):
+                layer.sync_gain()
+                done['resynced'].append(name)
+        elif not torch.equal(g.detach(), g_before) and not torch.equal(norm, norm_before) \
+                and bool(g.detach().ne(0).any()):
+            layer.sync_gain()
+            done['gain_as_weight'].append(name)
+    return done

@@ -24,7 +24,8 @@ from mmengine.runner import Runner
 import fixnorm_mm  # noqa: F401  (registers the plugin, allows safe resume)
 from fixnorm_mm.engine.checkpoint_hook import check_checkpoint_file, find_resumable_checkpoint
 from fixnorm_mm.engine.launch import setup_launch
-from fixnorm_mm.norm_control.methods import apply_method, check_method_name, enable_amp
+from fixnorm_mm.norm_control.methods import (apply_method, available_methods, check_method_name,
+                                             enable_amp)
 from fixnorm_mm.tools.common import add_runner_args, parse_runner_args, set_work_dir
 from fixnorm_mm.tools.configs import resolve_config
 
@@ -39,9 +40,8 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', help='mixed precision training')
     parser.add_argument('--method',
                         help='train with this norm-control method instead of the config\'s: '
-                             'a registered method (wd, fixnorm, fixnorm_per_layer, eps_l2, wrs, '
-                             'or one of your own) or a fragment file; --cfg-options still '
-                             'apply after it')
+                             f'a registered method ({", ".join(available_methods())}, or one of '
+                             'your own) or a fragment file; --cfg-options still apply after it')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual batch size (auto_scale_lr)')
     add_runner_args(parser)
