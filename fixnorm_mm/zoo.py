@@ -314,7 +314,11 @@ def check_config(name: str, family: str = '', convolutional: bool = True, iters:
             row.weight_normalized = len(conversion.weight_normalized)
             row.frozen_statistics = len(conversion.frozen_statistics)
             task = find_task(model)
-            size = conversion.trace.image_size  # the size the model took
+            if conversion.trace is not None:
+                size = conversion.trace.image_size  # the size the model took
+            else:  # weight_norm patterns or a preset: no trace yet
+                shape = fixnorm_keys.get('trace_input_shape')
+                size = trace_loss(model, task, None if shape is None else shape[-2:]).image_size
             control = dict(type='FixNorm')
         task.for_small_batches(model, size)
         optim_wrapper = build_optim_wrapper(model, fixnorm_optim_wrapper_cfg(cfg, lr, control))

@@ -33,11 +33,12 @@ def test_resnet18_converts_and_keeps_its_fixed_set_norm(subset_rows):
     assert row.max_relative_drift < 1e-6 and row.reference_norm > 0
 
 
-def test_deit_is_refused_with_the_reason(subset_rows):
+def test_stock_deit_is_refused_with_both_routes(subset_rows):
     row = subset_rows[1]
     assert row.status == 'refused' and not row.final_layers
     assert re.search(r'no conv/linear layer of ImageClassifier feeds a normalization.*'
                      r'pre-norm transformer.*FixNorm does not apply to this model.*'
+                     r"type='Hyperball'.*--method hyperball.*weight_norm='attention_mlp'.*"
                      r"weight_norm=\['backbone\.layers\.\*\.", row.reason, flags=re.S)
 
 
@@ -90,3 +91,50 @@ def test_committed_table_covers_the_zoo():
                  'cascade-rcnn_r50_fpn_1x_coco'):
         row = next(r for r in rows if name in r[0])
         assert row[3] == 'trains'
+
+
+# ---- transformers and hybrids: each with FixNorm and with Hyperball ------------------
+
+@pytest.fixture(scope='module')
+def transformer_rows():
+    return zoo.check_configs(zoo.CI_TRANSFORMERS, log=lambda *_: None)
+
+
+def test_deit_tiny_trains_both_ways(transformer_rows):
+    fixnorm, hyperball = transformer_rows
+    assert (fixnorm.method, hyperball.method) == ('fixnorm', 'hyperball')
+    for row in transformer_rows:
+        assert row.status == 'trains', row.details
+        assert row.max_relative_drift < 1e-5 and all(math.isfinite(v) for v in row.losses)
+    # FixNorm on the WN projections: 12 blocks x (qkv, proj, fc1, fc2), and the classifier
+    # as FixNorm-FC (DeiT's config zeroes it: a random direction with g = 0, so it starts at 0)
+    assert fixnorm.weight_normalized == 48 and fixnorm.fixed_tensors == 49
+    # Hyperball: the same 48 matrices; the patch embedding (input embedding) keeps the
+    # config's weight decay, positions and the class token get neither, as the config says
+    assert hyperball.fixed_tensors == 48
+    assert hyperball.decayed[0] >= 1
+    assert hyperball.free_reasons == {'pos_embed': 1, 'cls_token': 1}
+    table = zoo.format_transformers_markdown(transformer_rows)
+    assert table.startswith('2 runs (1 configs x FixNorm / Hyperball): 2 train, 0 refused, '
+                            '0 failed.')
+    assert '| FixNorm (WN: 48) | trains | 49 / ' in table
+    assert '| Hyperball | trains | 48 / ' in table
+
+
+def test_committed_transformer_table():
+    with open(DOC) as f:
+        doc = f.read()
+    table = doc[doc.index(zoo.TRANSFORMERS_BEGIN):doc.index(zoo.TRANSFORMERS_END)]
+    rows = [[c.strip() for c in line.strip('|').split('|')]
+            for line in table.splitlines() if line.startswith('| `')]
+    assert [(r[0].strip('`'), r[3].split(' ')[0].lower()) for r in rows] == \
+        [(e[0], e[2]) for e in zoo.ZOO_TRANSFORMERS]
+    for r in rows:
+        if r[4] == 'trains':
+            assert float(r[8]) < 1e-5, r
+    # every model of the issue's list is there, with each method
+    for name in ('vit-base', 'deit-tiny', 'swin-tiny', 'convnext-tiny', 'poolformer', 'segformer',
+                 'segmenter', 'knet', 'mask2former', 'detr_r50', 'deformable-detr'):
+        assert sum(name in r[0] for r in rows) == 2, name
+    # the stock ViTs train with Hyperball
+    assert all(r[4] == 'trains' for r in rows if 'deit' in r[0] or 'vit-base' in r[0])
