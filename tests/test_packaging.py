@@ -82,8 +82,21 @@ def test_config_tool_finds_provided_configs(capsys, tmp_path):
     with pytest.raises(ValueError, match="'mmdet::x.py' is not a fixnorm_mm config"):
         config_tool.config_path('mmdet::x.py')
 
-    assert config_tool.main([rel]) == 0
+    assert config_tool.main(['--path', rel]) == 0
     assert capsys.readouterr().out.strip() == path
+    assert config_tool.main([]) == 0
+    assert capsys.readouterr().out.strip() == config_tool.CONFIG_ROOT
+    # the lines to paste: the path (every tool), the config's custom_imports, and
+    # as comments the portable and the fixnorm_mm:: forms
+    assert config_tool.main(['fixnorm_mm::' + rel]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f'_base_ = {path!r}  # every tool loads it, upstream ones too' in lines
+    assert ("custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.detection'], "
+            'allow_failed_imports=False)') in lines
+    root = config_tool.CONFIG_ROOT
+    assert f"# _base_ = '{{{{$FIXNORM_MM_CONFIGS:{root}}}}}/{rel}'" in lines
+    assert f"# _base_ = 'fixnorm_mm::{rel}'" in lines
+    assert [line for line in lines if not line.startswith('#')] == lines[1:3]
     assert config_tool.main(['coco/retinanet_r50_fpn_fixnorm_90k.py']) == 2
     err = capsys.readouterr().err
     assert "no provided config 'coco/retinanet_r50_fpn_fixnorm_90k.py'" in err
