@@ -44,6 +44,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import nn
 
+from .config_keys import accepted_keys, check_keys
 from .layers import (NORMALIZED_LAYERS, FixNormConv2d, FixNormLinear, WNConv2d, WNLinear,
                      gain_snapshot, settle_gains)
 from .layers.fixnorm import _check_alpha
@@ -493,7 +494,11 @@ def build_and_convert(model_type: Optional[str] = None,
     if model_type is None:
         raise ValueError("FixNormModel: model_type is required: the type the model had "
                          "before, e.g. model_type=_base_.model.type")
-    alpha = _check_alpha(alpha)  # fail before building a large model
+    valid = accepted_keys(_backbone_class(dict(type=model_type)))
+    if valid is not None:  # a typo names model.<key> and the nearest key
+        check_keys('model', {k: v for k, v in model.items() if k != '_scope_'},
+                   valid | set(FIXNORM_MODEL_KEYS), f'FixNormModel or {model_type}')
+    alpha = _check_alpha(alpha, 'model.alpha')  # fail before building a large model
     if final_layer is None:
         raise ValueError('FixNormModel: final_layer is required: the name(s) of the final '
                          "classification layer(s), e.g. 'head.fc' or 'decode_head.conv_seg', "

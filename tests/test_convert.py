@@ -402,7 +402,7 @@ def test_three_line_faster_rcnn_config_trains_through_tools_train(tmp_path, monk
         "_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'\n"
         "model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto')\n"
         "optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor', "
-        "optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))\n")
+        "norm_control=dict(type='FixNorm'))\n")
     data = make_coco_dataset(str(tmp_path / 'coco'), num_train=2, num_val=1, image_size=64)
     cfg = shrink_coco_config(Config.fromfile(str(user)), data, str(tmp_path / 'work'),
                              max_iters=3, width=16)
@@ -427,6 +427,10 @@ def test_three_line_faster_rcnn_config_trains_through_tools_train(tmp_path, monk
         torch.testing.assert_close(norm, fixnorm['reference_norm'], rtol=1e-6, atol=0)
     w = 'roi_head.bbox_head.shared_fcs.0.weight'
     assert not torch.equal(ckpts[0]['state_dict'][w], state[w])  # it trained
+    # weight decay: taken over on the fixed set, the stock config's 1e-4 everywhere else
+    groups = ckpts[-1]['optimizer']['param_groups']
+    assert {g['weight_decay'] for g in groups} == {0.0, 1e-4}
+    assert sum(g['weight_decay'] == 0.0 for g in groups) == len(names)
 
 
 # ---- query-based detectors and YOLOv3 (small versions of the stock configs) --------

@@ -42,8 +42,8 @@ def converted(model, **kw):
 @pytest.mark.parametrize('alpha', [0, -1.0, float('nan'), float('inf'), True, '1'])
 def test_alpha_is_refused_when_the_model_is_built(tmp_path, alpha):
     cfg = runner_cfg(tmp_path, model=dict(type='ToyNet', alpha=alpha))
-    with pytest.raises(ValueError, match=r"alpha must be a positive finite number.*"
-                                         rf"alpha={alpha!r}".replace('(', r'\(')
+    with pytest.raises(ValueError, match=r"alpha must be a finite number > 0 .*"
+                                         rf"got {alpha!r}".replace('(', r'\(')
                        .replace(')', r'\)')):
         Runner.from_cfg(cfg)
 
@@ -51,8 +51,131 @@ def test_alpha_is_refused_when_the_model_is_built(tmp_path, alpha):
 def test_alpha_is_refused_by_fixnorm_model_before_building(tmp_path):
     cfg = runner_cfg(tmp_path, model=converted(dict(type='ToyNet', fc_type='fc'),
                                                final_layer='head', alpha=0.0))
-    with pytest.raises(ValueError, match='alpha=0.0'):
+    with pytest.raises(ValueError, match=r'^model\.alpha must be a finite number > 0 .*got 0\.0$'):
         Runner.from_cfg(cfg)
+
+
+# ---- a misspelt key: named, with the nearest valid one (issue 23) --------------------
+
+def _typo(word):
+    """``word`` with a letter dropped: what a hurried hand types."""
+    i = len(word) // 2
+    return word[:i] + word[i + 1:]
+
+
+def test_every_methods_options_name_a_misspelt_key_and_the_nearest_option():
+    from mmengine.optim import build_optim_wrapper
+
+    from fixnorm_mm.config_keys import accepted_keys
+    from fixnorm_mm.norm_control.controller import registered_controllers
+    from fixnorm_mm.testing.toy import ToyNet
+    checked = set()
+    for cls in registered_controllers():
+        options = sorted(accepted_keys(cls) - {'cfg_key'})
+        option = max(options, key=len)  # a method-specific one where there is one
+        typo = _typo(option)
+        assert typo not in options
+        with pytest.raises(TypeError) as err:
+            build_optim_wrapper(ToyNet(), dict(
+                type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
+                optimizer=dict(type='SGD', lr=0.1),
+                norm_control={'type': cls.type_name, typo: 1}))
+        message = str(err.value)
+        assert message.startswith(f'optim_wrapper.norm_control.{typo} is not an option of '
+                                  f"{cls.type_name}; did you mean '{option}'?"), message
+        assert all(o in message.splitlines()[-1] for o in options)
+        # one error of its own, not a TypeError of the constructor chained to it
+        assert err.value.__cause__ is None and err.value.__context__ is None
+        checked.add(cls.type_name)
+    assert {'FixNorm', 'EpsShiftedL2', 'WRS', 'WeightDecay'} <= checked
+    with pytest.raises(TypeError, match=r"^optim_wrapper\.norm_control\.exlude is not an option "
+                                        r"of FixNorm; did you mean 'exclude'\?"):
+        build_optim_wrapper(ToyNet(), dict(
+            type='OptimWrapper', constructor='NormControlOptimWrapperConstructor',
+            optimizer=dict(type='SGD', lr=0.1), norm_control=dict(type='FixNorm', exlude=['x'])))
+
+
+@pytest.mark.parametrize('key,meant', [('final_layr', 'final_layer'), ('alpah', 'alpha'),
+                                       ('fc_typ', 'fc_type')])
+def test_fixnorm_model_names_a_misspelt_key_before_building(tmp_path, key, meant):
+    """Keys of FixNormModel and of the model it builds are checked together."""
+    model = converted(dict(type='ToyNet', fc_type='fc'), final_layer='head')
+    model[key] = model.pop(meant, 0.5)
+    with pytest.raises(TypeError, match=rf"^model\.{key} is not an option of FixNormModel or "
+                                        rf"ToyNet; did you mean '{meant}'\?"):
+        Runner.from_cfg(runner_cfg(tmp_path, model=model))
+
+
+# ---- head options name their config key --------------------------------------------
+
+def _build_error(registry, cfg):
+    with pytest.raises((TypeError, ValueError)) as err:
+        registry.build(cfg)
+    return str(err.value)
+
+
+def test_classification_head_options_name_model_head():
+    pytest.importorskip('mmpretrain')
+    from mmpretrain.registry import MODELS
+
+    import fixnorm_mm.classification  # noqa: F401
+    head = dict(type='FixNormClsHead', num_classes=10, in_channels=8)
+    assert _build_error(MODELS, dict(head, alpha=0)) == (
+        'model.head.alpha must be a finite number > 0 (the cap on g is alpha * sqrt(C_out)), '
+        'got 0')
+    assert _build_error(MODELS, head).startswith('model.head.alpha is required by FixNormClsHead')
+    assert _build_error(MODELS, dict(head, alpah=0.5)).startswith(
+        "model.head.alpah is not an option of FixNormClsHead; did you mean 'alpha'?")
+    assert _build_error(MODELS, dict(head, alpha=1.0, bias=1)) == \
+        'model.head.bias must be True or False, got 1'
+    assert _build_error(MODELS, dict(head, alpha=1.0, dropout_rate=1.0)) == \
+        'model.head.dropout_rate must be a number in [0, 1), got 1.0'
+    assert _build_error(MODELS, dict(head, alpha=1.0, num_classes=0)) == \
+        'model.head.num_classes must be an integer > 0, got 0'
+    # through a whole classifier, as a config builds it
+    message = _build_error(MODELS, dict(
+        type='ImageClassifier', backbone=dict(type='ResNet', depth=18),
+        neck=dict(type='GlobalAveragePooling'), head=dict(head, in_channels=512, alpha=-1.0)))
+    assert message.startswith('model.head.alpha must be a finite number > 0'), message
+    assert MODELS.build(dict(head, alpha=0.5)).alpha == 0.5
+
+
+def test_detection_head_options_name_model_bbox_head():
+    pytest.importorskip('mmdet')
+    from mmdet.registry import MODELS
+
+    import fixnorm_mm.detection  # noqa: F401
+    head = dict(type='FixNormRetinaHead', num_classes=3, in_channels=8, feat_channels=8,
+                stacked_convs=1)
+    assert _build_error(MODELS, dict(head, alpha=0)).startswith(
+        'model.bbox_head.alpha must be a finite number > 0 (the cap on g is ')
+    assert _build_error(MODELS, dict(head, alpha=float('nan'))).endswith('got nan')
+    assert _build_error(MODELS, dict(head, stacked_conv=2)).startswith(
+        "model.bbox_head.stacked_conv is not an option of FixNormRetinaHead; "
+        "did you mean 'stacked_convs'?")
+    assert _build_error(MODELS, dict(head, type='WNRetinaHead', alpha=1.0)).startswith(
+        'model.bbox_head.alpha is not an option of WNRetinaHead')  # the baselines' head
+    assert MODELS.build(dict(head, alpha=0.5)).retina_cls.alpha == 0.5
+
+
+def test_segmentation_head_options_name_model_decode_head():
+    pytest.importorskip('mmseg')
+    from mmseg.registry import MODELS
+
+    import fixnorm_mm.segmentation  # noqa: F401
+    head = dict(type='BaseOCHead', in_channels=8, channels=8, key_channels=4, num_classes=3)
+    key = 'model.decode_head.classifier_cfg'
+    assert _build_error(MODELS, dict(head, classifier_cfg=dict(type='FixNormConv2d', alpha=0))) \
+        == f'{key}.alpha must be a finite number > 0 (the cap on g is alpha * sqrt(C_out)), got 0'
+    assert _build_error(MODELS, dict(head, classifier_cfg=dict(type='FixNormConv2d'))) \
+        .startswith(f'{key}.alpha is required by FixNormConv2d')
+    assert _build_error(MODELS, dict(head, classifier_cfg='FixNormConv2d')).startswith(
+        f'{key} must be a conv config dict or None')
+    assert _build_error(MODELS, dict(head, key_channel=4)).startswith(
+        "model.decode_head.key_channel is not an option of BaseOCHead; "
+        "did you mean 'key_channels'?")
+    built = MODELS.build(dict(head, classifier_cfg=dict(type='FixNormConv2d', alpha=2.0)))
+    assert built.conv_seg.alpha == 2.0
 
 
 # ---- a layer name that does not exist ------------------------------------------

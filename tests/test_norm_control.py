@@ -316,7 +316,8 @@ def test_a_new_method_is_one_file_one_decorator_and_one_fragment(tmp_path, monke
     (dict(include='0.weight'), r"optim_wrapper\.norm_control\.include must be a list"),
     (dict(check_finite_interval=-1), r"optim_wrapper\.norm_control\.check_finite_interval"),
     (dict(on_method_change='ignore'), r"optim_wrapper\.norm_control\.on_method_change must be"),
-    (dict(per_layers=True), r"optim_wrapper\.norm_control: .*unexpected keyword.*per_layers"),
+    (dict(per_layers=True), r"optim_wrapper\.norm_control\.per_layers is not an option of "
+                            r"FixNorm; did you mean 'per_layer'\?"),
 ])
 def test_fixnorm_options_are_checked_by_name(options, error):
     with pytest.raises((TypeError, ValueError), match=error):

@@ -5,10 +5,12 @@ that works outside the repository.
 The wheel tests build the wheel from a copy of this checkout, install it with
 ``--no-deps`` into a fresh virtual environment over this one's packages, and
 run every command from a temporary folder with no source tree on the path:
-train a user config that inherits ``fixnorm_mm::``, a two-trial FixNorm-tune
-sweep, fold the checkpoint, ``mim train`` / ``mim test``, and mmdet's own
-train script on a user config that inherits a provided FixNorm config by the
-route the README documents.
+the README's quick start as it is written there (read from the README: train,
+test, fold, a three-trial FixNorm-tune sweep, ``fixnorm-config``), in an empty
+folder; the README's three-line Faster R-CNN config through mmdet's own train
+script; ``mim train`` / ``mim test``; and mmdet's train script on a user
+config that inherits a provided FixNorm config by the lines ``fixnorm-config``
+printed.
 """
 import glob
 import importlib.util
@@ -16,9 +18,11 @@ import json
 import os
 import os.path as osp
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from mmengine.config import Config
@@ -29,6 +33,7 @@ from fixnorm_mm.tools.dist import (dist_test_command, dist_train_command,
 from fixnorm_mm.tuning.launcher import find_key
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+README = osp.join(ROOT, 'README.md')
 PAPER_CANDIDATES = [osp.join(ROOT, '..', 'shared', 'papers', 'fixnorm.txt'),
                     osp.join(ROOT, '..', '..', 'shared', 'papers', 'fixnorm.txt')]
 #: tiny toy runs: a few iterations on a few samples
@@ -63,6 +68,29 @@ def run(cmd, cwd, env, timeout=300):
     return proc.stdout
 
 
+def readme_commands(marker='quick-start'):
+    """The commands of the README's bash block between ``<!-- marker -->`` and
+    ``<!-- /marker -->``, as argument lists (comments dropped)."""
+    text = open(README, encoding='utf-8').read()
+    block = text.split(f'<!-- {marker} -->\n', 1)[1].split(f'<!-- /{marker} -->', 1)[0]
+    code = block.split('```bash\n', 1)[1].split('```', 1)[0]
+    lines = code.replace('\\\n', ' ').splitlines()
+    return [argv for argv in (shlex.split(line, comments=True) for line in lines) if argv]
+
+
+def three_lines(text):
+    """The three-line FixNorm config for Faster R-CNN of a page (README: an
+    indented block; docs/zoo.md: a fenced one), as a config file's text."""
+    m = re.search(r"^( *)_base_ = 'mmdet::faster_rcnn/.*?(?=\n\s*(\n|```))", text, re.S | re.M)
+    assert m, 'no three-line Faster R-CNN config on the page'
+    return textwrap.dedent(m.group(0)) + '\n'
+
+
+def code_only(config_text):
+    return [re.sub(r'\s+', '', line.split('#')[0]) for line in config_text.splitlines()
+            if line.split('#')[0].strip()]
+
+
 def dev_env(**extra):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     env.update(extra)
@@ -82,8 +110,21 @@ def test_config_tool_finds_provided_configs(capsys, tmp_path):
     with pytest.raises(ValueError, match="'mmdet::x.py' is not a fixnorm_mm config"):
         config_tool.config_path('mmdet::x.py')
 
-    assert config_tool.main([rel]) == 0
+    assert config_tool.main(['--path', rel]) == 0
     assert capsys.readouterr().out.strip() == path
+    assert config_tool.main([]) == 0
+    assert capsys.readouterr().out.strip() == config_tool.CONFIG_ROOT
+    # the lines to paste: the path (every tool), the config's custom_imports, and
+    # as comments the portable and the fixnorm_mm:: forms
+    assert config_tool.main(['fixnorm_mm::' + rel]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f'_base_ = {path!r}  # every tool loads it, upstream ones too' in lines
+    assert ("custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.detection'], "
+            'allow_failed_imports=False)') in lines
+    root = config_tool.CONFIG_ROOT
+    assert f"# _base_ = '{{{{$FIXNORM_MM_CONFIGS:{root}}}}}/{rel}'" in lines
+    assert f"# _base_ = 'fixnorm_mm::{rel}'" in lines
+    assert [line for line in lines if not line.startswith('#')] == lines[1:3]
     assert config_tool.main(['coco/retinanet_r50_fpn_fixnorm_90k.py']) == 2
     err = capsys.readouterr().err
     assert "no provided config 'coco/retinanet_r50_fpn_fixnorm_90k.py'" in err
@@ -329,9 +370,10 @@ def _copy_source(dst):
 def wheel_env(tmp_path_factory):
     """The wheel installed (no dependencies) into a fresh venv over this
     environment's packages; ``env`` runs its commands with no source tree on
-    the path, from ``work`` (outside the repository)."""
+    the path, from folders under ``tmp`` (outside the repository)."""
     tmp = tmp_path_factory.mktemp('wheel')
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('PYTHONPATH', 'PYTHONHOME', 'FIXNORM_MM_CONFIGS')}
     env.update(OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', MPLBACKEND='Agg')
     _copy_source(str(tmp / 'src'))
     run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
@@ -345,52 +387,159 @@ def wheel_env(tmp_path_factory):
     env.update(PATH=f'{venv / "bin"}{os.pathsep}{env["PATH"]}', VIRTUAL_ENV=str(venv))
     work = tmp / 'work'
     work.mkdir()
-    # where the wheel put the package (the first test checks that commands import it)
+    # where the wheel put the package (the quick start checks that commands import it)
     (site,) = venv.glob('lib/python*/site-packages/fixnorm_mm')
-    # the user's config: a provided config by its scope, and a test split
-    (work / 'my_toy.py').write_text(
-        "_base_ = 'fixnorm_mm::toy/toy_fixnorm.py'\n"
-        'model = dict(alpha=2.0)\n'
-        'test_dataloader = _base_.val_dataloader\n'
-        'test_evaluator = _base_.val_evaluator\n'
-        'test_cfg = dict()\n')
-    return dict(python=python, env=env, work=work, venv=venv, package=str(site))
+    # a user's config: a provided config by its scope
+    (work / 'my_toy.py').write_text("_base_ = 'fixnorm_mm::toy/toy_fixnorm.py'\n"
+                                    'model = dict(alpha=2.0)\n')
+    return dict(python=python, env=env, tmp=tmp, work=work, venv=venv, package=str(site))
 
 
-def test_wheel_trains_inherits_tunes_and_folds_outside_the_repository(wheel_env):
-    python, env, work = wheel_env['python'], wheel_env['env'], wheel_env['work']
-    # the console commands are installed and import the wheel's package
-    assert run(['fixnorm-config', 'coco/retinanet_r50_fpn_fixnorm_90k_coco.py'],
-               work, env).strip().splitlines()[-1] == osp.join(
-        wheel_env['package'], '.mim', 'configs', 'coco', 'retinanet_r50_fpn_fixnorm_90k_coco.py')
+@pytest.fixture(scope='module')
+def quick_start(wheel_env):
+    """The README's quick start, run as written from an empty folder with only
+    the wheel installed. ``outputs``: (argv, output) of each command;
+    ``scalars``: the ``scalars.json`` of its training run."""
+    folder = wheel_env['tmp'] / 'quick_start'
+    folder.mkdir()
+    outputs = [(argv, run(argv, folder, wheel_env['env'], timeout=600))
+               for argv in readme_commands('quick-start')]
+    (scalars,) = glob.glob(str(folder / 'work' / 'toy' / '*' / 'vis_data' / 'scalars.json'))
+    return dict(folder=folder, outputs=outputs, scalars=scalars)
 
-    # train a user config inheriting `fixnorm_mm::`
-    run(['fixnorm-train', 'my_toy.py', '--work-dir', 'train', '--cfg-options', *TOY_OPTIONS],
-        work, env)
-    dumped = Config.fromfile(str(work / 'train' / 'my_toy.py'))
-    assert (dumped.model.type, dumped.model.alpha) == ('ToyNet', 2.0)
-    assert dumped.optim_wrapper.norm_control.type == 'FixNorm'
-    assert (work / 'train' / 'iter_2.pth').exists()
 
-    # a two-trial sweep (one lr, then the second alpha), trials through the package
-    out = run(['fixnorm-tune', 'my_toy.py', '--work-dir', 'sweep', '--lr-range', '0.1', '0.8',
-               '--k', '1', '--budgets', '1', '--alphas', '2', '4', '--poll', '0.5',
-               '--cfg-options', *TOY_OPTIONS], work, env)
-    assert '2 trials (0 failed)' in out
-    result = json.loads((work / 'sweep' / 'fixnorm-tune_result.json').read_text())
+def test_readme_quick_start_runs_as_written_from_an_empty_folder(wheel_env, quick_start):
+    """Every command of the README's quick start succeeds (``run`` checks the
+    exit status) and does what the README says it does."""
+    python, folder = wheel_env['python'], quick_start['folder']
+    out = {}
+    for argv, output in quick_start['outputs']:
+        out[' '.join(argv[:2]) if argv[0] == 'fixnorm-config' else argv[0]] = output
+    retina = 'coco/retinanet_r50_fpn_fixnorm_90k_coco.py'
+    assert {'fixnorm-config --list', 'fixnorm-train', 'fixnorm-test', 'fixnorm-fold',
+            'fixnorm-tune', f'fixnorm-config {retina}'} <= set(out), list(out)
+
+    assert f'{retina}  [box AP 36.9; lr 0.0145, alpha 0.5, weight decay 0.0]' in \
+        out['fixnorm-config --list']
+    # train: 320 iterations, the startup table, and one endless data stream
+    # (a loader restarted every epoch warns, and its pause is missing from the
+    # logged iteration times)
+    train = out['fixnorm-train']
+    assert 'FixNorm fixed set' in train and 'Iter(train) [320/320]' in train
+    assert (folder / 'work' / 'toy' / 'iter_320.pth').exists()
+    assert 'Reach the end of the dataloader' not in train
+    assert osp.getsize(quick_start['scalars']) > 0
+    # test: the held-out split, scored
+    test = out['fixnorm-test']
+    top1 = float(re.search(r'Iter\(test\) \[4/4\] +accuracy/top1: ([0-9.]+)', test).group(1))
+    assert 50 < top1 <= 100  # 10 classes: chance is 10 %
+    # fold: a plain FC that the weight-decay twin config loads, same outputs
+    fold = out['fixnorm-fold']
+    assert 'folded 1 layer(s): head (FixNormLinear)' in fold
+    assert 'written: work/toy_plain.pth' in fold and (folder / 'work' / 'toy_plain.pth').exists()
+    assert float(fold.split('random batch: ')[1].split()[0]) < 1e-5
+    # the sweep: two lrs at the full budget, then the second alpha at the better
+    # one, every trial `python -m fixnorm_mm.tools.train` of the wheel
+    assert '3 trials (0 failed)' in out['fixnorm-tune']
+    result = json.loads((folder / 'work' / 'tune' / 'fixnorm-tune_result.json').read_text())
     trials = result['trials']
-    assert [(t['lr'], t['alpha']) for t in trials] == [(0.8, 2.0), (0.8, 4.0)]
+    assert sorted((t['lr'], t['alpha']) for t in trials[:2]) == [(0.85, 1.0), (1.6, 1.0)]
+    assert (trials[2]['lr'], trials[2]['alpha']) == (result['best_lr'], 4.0)
+    assert (folder / 'work' / 'tune' / 'fixnorm-tune.png').stat().st_size > 0
     for t in trials:
-        with open(t['info']['log']) as f:
-            started = f.readline()
+        log = open(t['info']['log']).read()
+        started = log.split('\n', 1)[0]
         assert f'started: {python} -m fixnorm_mm.tools.train ' in started
         assert ROOT not in started
+        assert 'Reach the end of the dataloader' not in log
+    # fixnorm-config: lines that inherit the installed config with any tool
+    # (test_mmdet_train_script_... trains them with mmdet's tools/train.py)
+    lines = out[f'fixnorm-config {retina}'].splitlines()
+    installed = osp.join(wheel_env['package'], '.mim', 'configs', retina)
+    assert f'_base_ = {installed!r}  # every tool loads it, upstream ones too' in lines
 
-    # fold the checkpoint; the plain twin config loads it with the same outputs
-    out = run(['fixnorm-fold', 'my_toy.py', 'train/iter_2.pth', 'plain.pth', '--plain-config',
-               'fixnorm_mm::toy/toy_wd.py', '--input-shape', '2', '1', '8', '8'], work, env)
-    assert 'folded 1 layer(s): head (FixNormLinear)' in out and 'written: plain.pth' in out
-    assert float(out.split('random batch: ')[1].split()[0]) < 1e-5
+
+def test_three_line_snippets_carry_custom_imports():
+    """The README's and docs/zoo.md's three lines are one config, with the
+    ``custom_imports`` line that upstream tools need; so are configs/convert."""
+    readme = three_lines(open(README, encoding='utf-8').read())
+    zoo = three_lines(open(osp.join(ROOT, 'docs', 'zoo.md'), encoding='utf-8').read())
+    assert code_only(readme) == code_only(zoo)
+    assert "custom_imports=dict(imports=['fixnorm_mm'],allow_failed_imports=False)" in \
+        code_only(readme)
+    for path in glob.glob(osp.join(ROOT, 'configs', 'convert', '*.py')):
+        code = ''.join(code_only(open(path, encoding='utf-8').read()))
+        assert "custom_imports=dict(imports=['fixnorm_mm']" in code, path
+
+
+def _config_lines(base, small, nested=('model',)):
+    """Lines that turn the config ``base`` into ``small``: the keys that differ,
+    dicts replaced whole (``_delete_``); a key of ``nested`` key by key, so
+    that what the base says there and the small config keeps stays the base's."""
+    from mmengine.config import ConfigDict
+
+    def value(v):
+        return v.to_dict() if isinstance(v, ConfigDict) else v
+
+    lines = []
+    for key, new in small.items():
+        if key in ('work_dir', 'launcher') or (key in base and base[key] == new):
+            continue
+        new = value(new)
+        if key in nested and key in base:
+            parts = {k: (dict(_delete_=True, **value(v)) if isinstance(value(v), dict) else
+                         value(v)) for k, v in new.items() if base[key].get(k) != v}
+            lines.append(f'{key} = {parts!r}')
+        elif isinstance(new, dict) and key in base:
+            lines.append(f'{key} = {dict(_delete_=True, **new)!r}')
+        else:
+            lines.append(f'{key} = {new!r}')
+    return lines
+
+
+@pytest.fixture(scope='module')
+def three_line_faster_rcnn(wheel_env):
+    """The README's three-line Faster R-CNN config, trained by mmdet's own
+    ``tools/train.py`` (as mmdet ships it, ``.mim/tools/train.py``) from an
+    empty folder with only the wheel installed. A second file that inherits
+    it sets a generated COCO dataset, a small ResNet-18 and two iterations.
+    ``out``: the run's output (FixNormModel's conversion log, the startup
+    table); ``work_dir``, ``log``: its work folder and log file."""
+    pytest.importorskip('pycocotools')
+    import mmdet
+
+    from fixnorm_mm.testing.detection import make_coco_dataset, shrink_coco_config
+    folder = wheel_env['tmp'] / 'three_lines'
+    folder.mkdir()
+    user = folder / 'faster_rcnn_fixnorm.py'
+    user.write_text(three_lines(open(README, encoding='utf-8').read()))
+    data = make_coco_dataset(str(folder / 'coco'), num_train=2, num_val=1, image_size=64)
+    base = Config.fromfile(str(user))
+    small = shrink_coco_config(base, data, 'det', max_iters=2, width=16)
+    small.val_cfg = small.val_dataloader = small.val_evaluator = None
+    lines = _config_lines(base, small)
+    assert not any(line.startswith(('optim_wrapper', 'custom_imports')) for line in lines)
+    (folder / 'small.py').write_text("_base_ = './faster_rcnn_fixnorm.py'\n"
+                                     + '\n'.join(lines) + '\n')
+    script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    out = run([wheel_env['python'], script, 'small.py', '--work-dir', 'det'], folder,
+              wheel_env['env'], timeout=600)
+    (log,) = glob.glob(str(folder / 'det' / '*' / '*.log'))
+    return dict(out=out, work_dir=folder / 'det', log=log, folder=folder)
+
+
+def test_readme_three_lines_train_with_mmdets_own_train_script(three_line_faster_rcnn):
+    run_ = three_line_faster_rcnn
+    out, work_dir = run_['out'], run_['work_dir']
+    assert 'FixNormModel: converted' in out and 'roi_head.bbox_head.fc_cls: FixNormLinear' in out
+    assert 'FixNorm fixed set' in out
+    assert (work_dir / 'iter_2.pth').exists()
+    dumped = Config.fromfile(str(work_dir / 'small.py'))
+    assert (dumped.model.type, dumped.model.model_type, dumped.model.final_layer) == \
+        ('FixNormModel', 'FasterRCNN', 'auto')
+    assert dumped.optim_wrapper.norm_control.type == 'FixNorm'
+    assert dumped.custom_imports.imports == ['fixnorm_mm']
+    assert dumped.model.backbone.depth == 18  # the small model, over the three lines
 
 
 def test_wheel_runs_mim_train_and_test(wheel_env):
@@ -411,32 +560,26 @@ def test_wheel_runs_mim_train_and_test(wheel_env):
     assert re.search(r'Testing command is \S+ \S*fixnorm_mm/\S*tools/test\.py my_toy\.py', out)
 
 
-def test_mmdet_train_script_trains_a_user_config_inheriting_a_provided_one(wheel_env):
-    """The documented route for upstream tools: the installed config's path."""
+def test_mmdet_train_script_trains_a_user_config_inheriting_a_provided_one(wheel_env,
+                                                                          quick_start):
+    """The documented route for upstream tools: the lines ``fixnorm-config``
+    printed in the quick start (the installed config's path)."""
     pytest.importorskip('pycocotools')
     import mmdet
-    from mmengine.config import ConfigDict
 
     from fixnorm_mm.testing.detection import make_coco_dataset, shrink_coco_config
     python, env, work = wheel_env['python'], wheel_env['env'], wheel_env['work']
-    # what `fixnorm-config coco/retinanet_r50_fpn_fixnorm_90k_coco.py` prints (first test)
-    installed = osp.join(wheel_env['package'], '.mim', 'configs', 'coco',
-                         'retinanet_r50_fpn_fixnorm_90k_coco.py')
+    retina = 'coco/retinanet_r50_fpn_fixnorm_90k_coco.py'
+    (pasted,) = [o for argv, o in quick_start['outputs'] if argv == ['fixnorm-config', retina]]
+    installed = osp.join(wheel_env['package'], '.mim', 'configs', retina)
     data = make_coco_dataset(str(work / 'coco'))
     base = Config.fromfile(installed)
     small = shrink_coco_config(base, data, str(work / 'det'), max_iters=2)
     # the user's config states only data, model size and schedule; FixNorm's
     # optim wrapper, head, hooks and custom_imports come from the provided config
-    lines = [f'_base_ = {installed!r}']
-    for key, value in small.items():
-        if key in ('work_dir', 'launcher') or (key in base and base[key] == value):
-            continue
-        value = value.to_dict() if isinstance(value, ConfigDict) else value
-        if isinstance(value, dict) and key in base:
-            value = dict(_delete_=True, **value)
-        lines.append(f'{key} = {value!r}')
+    lines = _config_lines(base, small, nested=())
     assert not any(line.startswith('optim_wrapper') for line in lines)
-    (work / 'user_det.py').write_text('\n'.join(lines) + '\n')
+    (work / 'user_det.py').write_text(pasted + '\n'.join(lines) + '\n')
     script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
     out = run([python, script, 'user_det.py', '--work-dir', 'det'], work, env)
     assert 'FixNorm fixed set' in out and 'FixNorm layer: 1 tensor' in out

@@ -4,6 +4,6 @@
 _base_ = 'mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py'
 model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto', alpha=1.0)
 optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor',
-                     optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))
+                     norm_control=dict(type='FixNorm'))
 # needed only with upstream tools (ours import the plugin themselves)
 custom_imports = dict(imports=['fixnorm_mm'], allow_failed_imports=False)

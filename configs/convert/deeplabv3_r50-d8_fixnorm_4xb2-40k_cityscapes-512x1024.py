@@ -6,4 +6,4 @@ _base_ = 'mmseg::deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py'
 custom_imports = dict(imports=['fixnorm_mm'], allow_failed_imports=False)
 model = dict(type='FixNormModel', model_type=_base_.model.type, final_layer='auto', alpha=1.0)
 optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor',
-                     optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))
+                     norm_control=dict(type='FixNorm'))

@@ -7,7 +7,8 @@ _base_ = 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'
 custom_imports = dict(imports=['fixnorm_mm'], allow_failed_imports=False)
 model = dict(type='FixNormModel', model_type=_base_.model.type,
              final_layer='bbox_head.conv_cls', alpha=0.5)
-# Algo 1: no weight decay, the fixed set's global norm kept at its initial value.
+# Algo 1: the fixed set's global norm kept at its initial value; FixNorm takes over its
+# weight decay, the other tensors keep the stock config's (the frozen-BN backbone included).
 # The lr is FCOS's; FixNorm usually wants its own (FixNorm-tune, Algo 2).
 optim_wrapper = dict(constructor='NormControlOptimWrapperConstructor',
-                     optimizer=dict(weight_decay=0), norm_control=dict(type='FixNorm'))
+                     norm_control=dict(type='FixNorm'))

@@ -2,6 +2,8 @@
 # the CPU benchmark of docs/tuning.md: a small BN CNN with a FixNorm-FC
 # classifier (Eq. 10) on synthetic 8x8 digits with 20% label noise
 # (fixnorm_mm/testing/toy.py). T_max = 320 iterations (10 epochs of 1024 images).
+# Three splits of the same classes: train (seed 0, noisy labels), val (seed 1: what
+# FixNorm-tune selects on) and a held-out test split (seed 2: `fixnorm-test`).
 custom_imports = dict(imports=['fixnorm_mm', 'fixnorm_mm.testing.toy'],
                       allow_failed_imports=False)
 default_scope = None
@@ -14,7 +16,9 @@ train_dataloader = dict(
     batch_size=32, num_workers=0,
     dataset=dict(type='ToyDataset', pattern='prototypes', channels=1, num_classes=10,
                  num_samples=1024, seed=0, noise=1.0, label_noise=0.2),
-    sampler=dict(type='DefaultSampler', shuffle=True))
+    # an iteration-based loop draws from one endless stream: a DefaultSampler would
+    # make mmengine restart the loader every epoch, with a warning and a 2 s pause
+    sampler=dict(type='InfiniteSampler', shuffle=True))
 val_dataloader = dict(
     batch_size=256, num_workers=0,
     dataset=dict(type='ToyDataset', pattern='prototypes', channels=1, num_classes=10,
@@ -22,6 +26,13 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False))
 val_evaluator = dict(type='ToyAccuracy', key='accuracy/top1')  # as mmpretrain names it
 val_cfg = dict()
+test_dataloader = dict(
+    batch_size=256, num_workers=0,
+    dataset=dict(type='ToyDataset', pattern='prototypes', channels=1, num_classes=10,
+                 num_samples=1024, seed=2, noise=1.0),
+    sampler=dict(type='DefaultSampler', shuffle=False))
+test_evaluator = val_evaluator
+test_cfg = dict()
 
 train_cfg = dict(by_epoch=False, max_iters=320, val_interval=320)
 # the paper's schedule shape (Sec. 3): linear warm-up, then cosine decay to 0

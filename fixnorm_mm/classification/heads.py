@@ -10,13 +10,19 @@ logit scale and with it the cross-boundary risk (MCBR, Eq. 9). FixNorm-FC
 makes that bound explicit (``alpha``), and its weight W, being
 scale-invariant, joins the set whose global norm Algo 1 keeps fixed.
 """
-from typing import Tuple
+import numbers
+from typing import Optional, Tuple
 
 from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
+from ..config_keys import accepted_keys, check_keys
 from ..layers import FixNormLinear
+from ..layers.fixnorm import _check_alpha
+
+#: where mmpretrain's classifiers take their head: errors name ``model.head.<key>``
+HEAD_KEY = 'model.head'
 
 
 @MODELS.register_module()
@@ -34,8 +40,13 @@ class DropoutLinearClsHead(LinearClsHead):
 
     def __init__(self, num_classes: int, in_channels: int, dropout_rate: float = 0.,
                  **kwargs) -> None:
-        if not 0 <= dropout_rate < 1:
-            raise ValueError(f'{type(self).__name__}: dropout_rate must be in [0, 1), '
+        check_keys(HEAD_KEY, kwargs, accepted_keys(type(self)), type(self).__name__)
+        for key, value in (('num_classes', num_classes), ('in_channels', in_channels)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+                raise ValueError(f'{HEAD_KEY}.{key} must be an integer > 0, got {value!r}')
+        if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) \
+                or not 0 <= dropout_rate < 1:
+            raise ValueError(f'{HEAD_KEY}.dropout_rate must be a number in [0, 1), '
                              f'got {dropout_rate!r}')
         super().__init__(num_classes, in_channels, **kwargs)
         self.dropout_rate = dropout_rate
@@ -56,18 +67,28 @@ class FixNormClsHead(DropoutLinearClsHead):
     head computes what ``LinearClsHead`` (with a zero bias) computes as long
     as ||W|| is below the cap ``alpha * sqrt(num_classes)``.
 
+    Errors name the config key ``model.head.<key>`` (mmpretrain's place of
+    the head): a misspelt option gets the nearest valid one.
+
     Args:
-        alpha: the paper's alpha; the cap on g is ``alpha * sqrt(num_classes)``.
+        alpha: the paper's alpha; the cap on g is ``alpha * sqrt(num_classes)``
+            (required).
         bias: Eq. 10 has no bias (default ``False``); ``True`` adds one after
             the capped scaling, which the cap does not bound.
         dropout_rate: see :class:`DropoutLinearClsHead`.
         Other arguments are those of ``LinearClsHead``.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, alpha: float,
+    def __init__(self, num_classes: int, in_channels: int, alpha: Optional[float] = None,
                  bias: bool = False, dropout_rate: float = 0., **kwargs) -> None:
+        # unknown keys first: a misspelt alpha is reported as a typo, not as missing
+        check_keys(HEAD_KEY, kwargs, accepted_keys(type(self)), type(self).__name__)
+        if alpha is None:
+            raise TypeError(f"{HEAD_KEY}.alpha is required by FixNormClsHead (the cap on g "
+                            "is alpha * sqrt(num_classes)), e.g. alpha=0.5")
+        alpha = _check_alpha(alpha, f'{HEAD_KEY}.alpha')
         if not isinstance(bias, bool):
-            raise TypeError(f'FixNormClsHead: bias must be True or False, got {bias!r}')
+            raise TypeError(f'{HEAD_KEY}.bias must be True or False, got {bias!r}')
         super().__init__(num_classes, in_channels, dropout_rate=dropout_rate, **kwargs)
         self.fc = FixNormLinear(self.in_channels, self.num_classes, alpha=alpha, bias=bias)
 

@@ -35,7 +35,12 @@ from mmdet.models.dense_heads import RetinaHead
 from mmdet.registry import MODELS
 from torch import nn
 
+from ..config_keys import accepted_keys, check_keys
 from ..layers import FixNormConv2d, rebuild_conv
+from ..layers.fixnorm import _check_alpha
+
+#: where mmdet's detectors take their dense head: errors name ``model.bbox_head.<key>``
+HEAD_KEY = 'model.bbox_head'
 
 
 @MODELS.register_module()
@@ -50,6 +55,7 @@ class WNRetinaHead(RetinaHead):
 
     def __init__(self, num_classes: int, in_channels: int,
                  conv_cfg: Optional[dict] = dict(type='WNConv2d'), **kwargs) -> None:
+        check_keys(HEAD_KEY, kwargs, accepted_keys(type(self)), type(self).__name__)
         super().__init__(num_classes, in_channels, conv_cfg=conv_cfg, **kwargs)
 
     def _init_layers(self) -> None:
@@ -71,6 +77,9 @@ class FixNormRetinaHead(WNRetinaHead):
 
     with A anchors per position and K classes (``c_out = A * K``).
 
+    Errors name the config key ``model.bbox_head.<key>`` (mmdet's place of
+    the head); a misspelt option gets the nearest valid one.
+
     Args:
         alpha: FixNorm's alpha (Table 4: 0.5); not the focal loss's alpha,
             which stays in ``loss_cls``.
@@ -79,7 +88,8 @@ class FixNormRetinaHead(WNRetinaHead):
 
     def __init__(self, num_classes: int, in_channels: int, alpha: float = 1.0,
                  **kwargs) -> None:
-        self.alpha = alpha  # read by _init_layers, which RetinaHead.__init__ calls
+        # read by _init_layers, which RetinaHead.__init__ calls
+        self.alpha = _check_alpha(alpha, f'{HEAD_KEY}.alpha')
         super().__init__(num_classes, in_channels, **kwargs)
 
     def _classifier(self, plain: nn.Conv2d) -> nn.Module:

@@ -23,12 +23,13 @@ from .functional import normalized_conv2d, normalized_linear
 from .normalized_layer import NormalizedLayer
 
 
-def _check_alpha(alpha) -> float:
+def _check_alpha(alpha, key: str = 'FixNorm: alpha') -> float:
+    """``alpha`` as a float, or an error naming ``key`` (the config key where
+    the caller knows it: ``model.head.alpha``)."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
             or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(
-            f'FixNorm: alpha must be a positive finite number (the cap on g is '
-            f'alpha * sqrt(C_out)), got alpha={alpha!r}')
+        raise ValueError(f'{key} must be a finite number > 0 (the cap on g is '
+                         f'alpha * sqrt(C_out)), got {alpha!r}')
     return float(alpha)
 
 

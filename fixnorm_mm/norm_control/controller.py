@@ -562,9 +562,8 @@ def build_controller(cfg: Any, cfg_key: str = 'optim_wrapper.norm_control') -> N
     cfg.pop('_scope_', None)  # added by mmengine to dicts of `pkg::` bases
     name = cfg.pop('type')
     cls = controller_class(name, cfg_key)
-    try:
-        return cls(cfg_key=cfg_key, **cfg)
-    except TypeError as e:
-        if 'unexpected keyword' in str(e):
-            raise TypeError(f'{cfg_key}: {e} (type={name!r})') from e
-        raise
+    from ..config_keys import accepted_keys, check_keys
+    valid = accepted_keys(cls)  # None: a method whose options cannot be told
+    if valid is not None:  # a typo names its key and the nearest option
+        check_keys(cfg_key, cfg, valid - {'cfg_key'}, getattr(cls, 'type_name', name))
+    return cls(cfg_key=cfg_key, **cfg)

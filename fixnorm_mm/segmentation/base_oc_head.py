@@ -20,25 +20,40 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from ..config_keys import accepted_keys, check_keys
+from ..layers import FixNormConv2d
+from ..layers.fixnorm import _check_alpha
 from .object_context import ObjectContextBlock
 
+#: where mmseg's segmentors take their decode head: errors name ``model.decode_head.<key>``
+HEAD_KEY = 'model.decode_head'
 
-def build_pixel_classifier(cfg: Optional[dict], in_channels: int,
-                           num_classes: int) -> nn.Module:
+
+def build_pixel_classifier(cfg: Optional[dict], in_channels: int, num_classes: int,
+                           cfg_key: str = 'classifier_cfg') -> nn.Module:
     """The 1x1 conv that maps features to per-pixel class logits.
 
     Args:
         cfg: an mmcv conv config, e.g. ``dict(type='FixNormConv2d', alpha=1.0)``
             (Eq. 29, C_out = ``num_classes``); ``None`` gives ``nn.Conv2d``.
+        cfg_key: the config key of ``cfg``, for error messages.
     """
     if cfg is not None and not isinstance(cfg, dict):
-        raise TypeError(f'classifier_cfg must be a conv config dict or None, got {cfg!r}')
+        raise TypeError(f'{cfg_key} must be a conv config dict or None, got {cfg!r}')
+    if cfg is not None and cfg.get('type') in ('FixNormConv2d', 'FixNormConv', FixNormConv2d):
+        if 'alpha' not in cfg:
+            raise TypeError(f'{cfg_key}.alpha is required by {cfg["type"]} (the cap on g is '
+                            'alpha * sqrt(num_classes)), e.g. alpha=1.0')
+        _check_alpha(cfg['alpha'], f'{cfg_key}.alpha')
     return build_conv_layer(cfg, in_channels, num_classes, kernel_size=1)
 
 
 @MODELS.register_module()
 class BaseOCHead(BaseDecodeHead):
     """Base-OC head of OCNet.
+
+    Errors name the config key ``model.decode_head.<key>`` (mmseg's place of
+    the head); a misspelt option gets the nearest valid one.
 
     Args:
         key_channels: channels of the object context block's query/key/value
@@ -57,6 +72,7 @@ class BaseOCHead(BaseDecodeHead):
     def __init__(self, key_channels: int = 256,
                  projection_conv_cfg: Optional[dict] = None,
                  classifier_cfg: Optional[dict] = None, **kwargs) -> None:
+        check_keys(HEAD_KEY, kwargs, accepted_keys(type(self)), type(self).__name__)
         super().__init__(**kwargs)
         if self.input_transform == 'multiple_select':
             raise ValueError("BaseOCHead takes one feature map: input_transform="
@@ -74,7 +90,8 @@ class BaseOCHead(BaseDecodeHead):
             # 0.01, override conv_seg) still initialises the replacement, and a
             # FixNorm/WN layer sets g = ||W|| right after (layers/normalized_layer.py).
             self.conv_seg = build_pixel_classifier(classifier_cfg, self.channels,
-                                                   self.out_channels)
+                                                   self.out_channels,
+                                                   f'{HEAD_KEY}.classifier_cfg')
 
     def forward(self, inputs) -> Tensor:
         x = self._transform_inputs(inputs)

@@ -8,7 +8,8 @@
 * ``fixnorm-tune``: :mod:`fixnorm_mm.tools.tune` (``tools/fixnorm_tune.py``)
 * ``fixnorm-fold``: :mod:`fixnorm_mm.tools.fold` (``tools/fold_fixnorm.py``)
 * ``fixnorm-compare``: :mod:`fixnorm_mm.tools.compare_methods` (``tools/compare_methods.py``)
-* ``fixnorm-config``: :mod:`fixnorm_mm.tools.configs` (paths of the provided configs)
+* ``fixnorm-config``: :mod:`fixnorm_mm.tools.configs` (the provided configs: the list, the
+  lines that inherit one with any tool, their paths)
 
 In parentheses: the repository's thin wrapper of the same code.
 

@@ -8,9 +8,16 @@ else (upstream ``tools/train.py``, ``mim train mmdet``, a bare
 ``Config.fromfile``). There a config inherits a provided one by its file path,
 which this command prints::
 
-    fixnorm-config                                            # the configs folder
-    fixnorm-config coco/retinanet_r50_fpn_fixnorm_90k_coco.py  # one config's absolute path
     fixnorm-config --list                                     # every config, the paper's numbers
+    fixnorm-config coco/retinanet_r50_fpn_fixnorm_90k_coco.py  # the lines to paste into yours
+    fixnorm-config --path coco/retinanet_r50_fpn_fixnorm_90k_coco.py  # its absolute path
+    fixnorm-config                                            # the configs folder
+
+The lines to paste are the ``_base_`` line by the installed path (every tool
+loads it), the ``custom_imports`` line of the config (what it registers from;
+a config of yours that sets its own keeps these), and, as comments, the
+portable ``{{$FIXNORM_MM_CONFIGS:<this configs folder>}}`` form and the
+``fixnorm_mm::`` form that only this package's tools load.
 
 (``python -m fixnorm_mm.tools.configs`` is the same command.)
 """
@@ -18,7 +25,9 @@ import argparse
 import difflib
 import glob
 import os.path as osp
+import re
 import sys
+import warnings
 from typing import Dict, List, Optional
 
 from ..registry import CONFIG_ROOT, MIM_DIR
@@ -60,6 +69,32 @@ def resolve_config(config: str) -> str:
     return Config._get_cfg_path(config, '')[0]
 
 
+def paste_lines(name: str) -> List[str]:
+    """What a config of yours needs to inherit the provided config ``name``,
+    with every tool: valid config lines, the alternatives as comments."""
+    from mmengine.config import Config
+    path = config_path(name)
+    rel = osp.relpath(path, CONFIG_ROOT).replace(osp.sep, '/')
+    with warnings.catch_warnings():  # mmengine's pkg_resources deprecation: noise here
+        warnings.simplefilter('ignore', UserWarning)
+        imports = Config.fromfile(path, import_custom_modules=False).get('custom_imports')
+    lines = [f'# inherit {PACKAGE}::{rel}: paste these lines into your config',
+             f'_base_ = {path!r}  # every tool loads it, upstream ones too']
+    if imports:
+        modules = list(imports['imports']) if isinstance(imports, dict) else list(imports)
+        lines.append(f'custom_imports = dict(imports={modules!r}, allow_failed_imports=False)')
+    if not re.search(r'\s', CONFIG_ROOT):  # mmengine's {{$VAR:default}} takes no spaces
+        # mmengine substitutes it in comments too: without a default, an unset
+        # variable would stop the config from loading
+        lines += ['# or, portable between installations: $FIXNORM_MM_CONFIGS if set '
+                  '(`export FIXNORM_MM_CONFIGS=$(fixnorm-config)`), else this one:',
+                  f"# _base_ = '{{{{$FIXNORM_MM_CONFIGS:{CONFIG_ROOT}}}}}/{rel}'"]
+    lines += [f"# or, with {PACKAGE}'s own tools only (fixnorm-train, mim train {PACKAGE}; "
+              "mmdet's, mmpretrain's and mmseg's tools/train.py refuse it):",
+              f"# _base_ = '{PACKAGE}::{rel}'"]
+    return lines
+
+
 def model_index(mim_dir: str = MIM_DIR) -> List[Dict]:
     """The models of ``model-index.yml`` (OpenMMLab format), each with its
     collection's fields under ``'Collection'``."""
@@ -88,7 +123,10 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('config', nargs='?',
-                   help='a provided config (coco/x.py or fixnorm_mm::coco/x.py)')
+                   help='a provided config (coco/x.py or fixnorm_mm::coco/x.py): print the '
+                        'lines that inherit it; without one: the configs folder')
+    p.add_argument('--path', action='store_true',
+                   help="print only the config's absolute path")
     p.add_argument('--list', action='store_true',
                    help='list the provided configs with the paper\'s metric, lr and alpha')
     return p.parse_args(argv)
@@ -108,7 +146,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f'{rel}  [{_metric(m)}; {hp}]')
         return 0
     try:
-        print(config_path(args.config) if args.config else CONFIG_ROOT)
+        if not args.config:
+            print(CONFIG_ROOT)
+        elif args.path:
+            print(config_path(args.config))
+        else:
+            print('\n'.join(paste_lines(args.config)))
     except (FileNotFoundError, ValueError) as err:
         print(f'fixnorm-config: {err}', file=sys.stderr)
         return 2
