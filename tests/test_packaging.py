@@ -428,7 +428,16 @@ def test_readme_quick_start_runs_as_written_from_an_empty_folder(wheel_env, quic
     assert 'FixNorm fixed set' in train and 'Iter(train) [320/320]' in train
     assert (folder / 'work' / 'toy' / 'iter_320.pth').exists()
     assert 'Reach the end of the dataloader' not in train
-    assert osp.getsize(quick_start['scalars']) > 0
+    # what FixNorm does is in the log and scalars.json with no hook to add: the fixed
+    # set's norm at every logged iteration is its reference (Algo 1), and MCBRHook's
+    # MCBR and g of the FixNorm-FC classifier
+    records = [json.loads(line) for line in open(quick_start['scalars'])]
+    norms = [r['fixnorm/norm_default'] for r in records if 'fixnorm/norm_default' in r]
+    assert len(norms) >= 4 and max(norms) - min(norms) < 1e-3 * norms[0]
+    logged = {k for r in records for k in r}
+    assert {'fixnorm/default_effective_lr', 'fixnorm/mcbr', 'fixnorm/g',
+            'fixnorm/g_capped'} <= logged
+    assert 'fixnorm/norm_default: ' in train
     # test: the held-out split, scored
     test = out['fixnorm-test']
     top1 = float(re.search(r'Iter\(test\) \[4/4\] +accuracy/top1: ([0-9.]+)', test).group(1))
@@ -540,6 +549,28 @@ def test_readme_three_lines_train_with_mmdets_own_train_script(three_line_faster
     assert dumped.optim_wrapper.norm_control.type == 'FixNorm'
     assert dumped.custom_imports.imports == ['fixnorm_mm']
     assert dumped.model.backbone.depth == 18  # the small model, over the three lines
+    # the startup table and what it warns agree: the frozen-BN backbone is left out of
+    # the fixed set (frozen, or eval-mode BN) and keeps the stock config's weight decay,
+    # so nothing is left with neither, and no WARNING says otherwise; WN gains are
+    # never controlled, listed as such
+    log = open(run_['log']).read()
+    table = log[log.index('FixNorm fixed set'):]
+    table = table[:table.index('FixNorm: the per-tensor list')]
+    assert re.search(r'frozen \(requires_grad=False\): \d+ tensors', table)
+    assert re.search(r'followed by BatchNorm2d in eval mode \(frozen statistics\): not '
+                     r'scale-invariant: \d+ tensors', table)
+    assert re.search(r'biases, normalization parameters and gains \(never controlled\)', table)
+    fixed = int(re.search(r'default +(\d+) ', table).group(1))
+    assert re.search(rf'weight decay: 0 on the {fixed} controlled tensors \(taken over from '
+                     r"0\.0001\); the config's on the (\d+) other tensors "
+                     r"\(uncontrolled_weight_decay='keep'\): 0\.0001 on \1", table)
+    assert 'get neither FixNorm nor weight decay' not in log
+    assert 'gets neither FixNorm nor weight decay' not in log
+    # and the run logs the fixed set's norm, constant, with no hook in the three lines
+    (scalars,) = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
+    records = [json.loads(line) for line in open(scalars)]
+    norms = [r['fixnorm/norm_default'] for r in records if 'fixnorm/norm_default' in r]
+    assert len(norms) == 2 and abs(norms[1] - norms[0]) < 1e-4 * norms[0]
 
 
 def test_wheel_runs_mim_train_and_test(wheel_env):

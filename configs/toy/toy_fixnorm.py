@@ -51,6 +51,9 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=80, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=160, max_keep_ckpts=1))
+# MCBR (Eq. 9), g and min(g, cap) of the classifier at every logged iteration, beside the
+# fixed set's norm and effective lr that FixNorm logs itself (docs/monitoring.md)
+custom_hooks = [dict(type='MCBRHook', interval=80, layer='head')]
 log_processor = dict(by_epoch=False)
 visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
