@@ -306,8 +306,16 @@ ATTENTION_MLP_BLOCKS = re.compile(r'attention|attn|msa|ffn|mlp', re.IGNORECASE)
 WEIGHT_NORM_PRESETS = ('attention_mlp',)
 
 
+def _is_projection(layer: nn.Module) -> bool:
+    """A plain linear layer, or a plain 1x1 conv (PoolFormer's MLP): a per-token
+    projection."""
+    return _is_plain(layer, nn.Linear) or (
+        _is_plain(layer, nn.Conv2d) and tuple(layer.kernel_size) == (1, 1)
+        and layer.groups == 1)
+
+
 def attention_mlp_layers(model: nn.Module) -> List[str]:
-    """The plain ``nn.Linear`` layers inside attention and MLP blocks
+    """The plain linear layers (and 1x1 convs) inside attention and MLP blocks
     (``qkv``, ``proj``, ``fc1``, ``fc2``, ``ffn.layers.*``): the projections of a
     pre-norm transformer, none of which a normalization follows."""
     out: List[str] = []
@@ -316,7 +324,7 @@ def attention_mlp_layers(model: nn.Module) -> List[str]:
             continue
         for sub, layer in module.named_modules():
             full = f'{name}.{sub}' if name else sub
-            if sub and _is_plain(layer, nn.Linear) and full not in out:
+            if sub and _is_projection(layer) and full not in out:
                 out.append(full)
     return out
 
@@ -368,8 +376,8 @@ def convert_model(model: nn.Module, final_layer: Union[str, Sequence[str]] = 'au
         wn = [n for n in attention_mlp_layers(model) if n not in rules]
         if not wn:
             raise ValueError(
-                f"FixNormModel: weight_norm='attention_mlp' found no plain linear layer in "
-                f'an attention or MLP block of {type(model).__name__} (blocks are found by '
+                f"FixNormModel: weight_norm='attention_mlp' found no plain linear layer (or 1x1 "
+                f'conv) in an attention or MLP block of {type(model).__name__} (blocks are found by '
                 f'class name, {ATTENTION_MLP_BLOCKS.pattern!r}); list the layers instead: '
                 'weight_norm=[fnmatch patterns]')
         conv.preset = weight_norm

@@ -501,7 +501,7 @@ class NormController:
             why = ('uncontrolled_weight_decay=\'none\'' if self.uncontrolled_weight_decay == 'none'
                    else 'the config (paramwise_cfg)')
             print_log(f'{self.type_name}: {len(others)} other parameter(s) ({names}: tokens, '
-                      f'position tables, embeddings) train with no weight decay, as {why} '
+                      f'position tables, embeddings, ...) train with no weight decay, as {why} '
                       'says.', logger='current')
 
     def decay_of(self) -> Dict[int, float]:

@@ -52,7 +52,8 @@ def uncontrolled(model: nn.Module, controlled: Sequence[str], excluded: Sequence
 
 
 #: why a 2-D+ parameter that belongs to no conv/linear layer is not controlled
-OTHER_PARAMETER = 'not a conv/linear weight (embedding, token, position table)'
+OTHER_PARAMETER = ('not the weight of a conv/linear layer (embeddings, tokens, position tables, '
+                   "MultiheadAttention's in_proj_weight)")
 
 
 def summary(title: str, groups: Mapping[str, Mapping[str, Tensor]],

@@ -59,11 +59,19 @@ class SegmentationTracing(TaskTracing):
 
     def final_layers(self, model: nn.Module) -> Dict[str, str]:
         """``conv_seg`` of every decode and auxiliary head (the per-pixel
-        classifier of each)."""
+        classifier of each), and ``cls_embed`` of query-based heads
+        (Mask2Former, MaskFormer: the class scores of each query, over the
+        classes and "no object")."""
         found = {}
         for name, head in self._decode_heads(model):
             conv = getattr(head, 'conv_seg', None)
             if isinstance(conv, (nn.Conv2d, nn.Linear)):
                 found[f'{name}.conv_seg'] = (f'pixel classifier of {type(head).__name__} '
                                              f'(conv_seg, {out_features(conv)} classes)')
+        for name, head in model.named_modules():
+            fc, classes = getattr(head, 'cls_embed', None), getattr(head, 'num_classes', None)
+            if isinstance(fc, nn.Linear) and isinstance(classes, int) \
+                    and fc.out_features in (classes, classes + 1):
+                found[f'{name}.cls_embed'] = (f'query class scores of {type(head).__name__} '
+                                              f'(cls_embed, {fc.out_features} outputs)')
         return found
