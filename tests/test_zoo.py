@@ -60,10 +60,11 @@ def test_table_and_doc_update(subset_rows, tmp_path):
     assert other.read_text() == 'no markers\n'
 
 
-def _committed_rows():
+def _committed_rows(begin=zoo.TABLE_BEGIN, end=zoo.TABLE_END):
+    """The table of docs/zoo.md between ``begin`` and ``end``, and its rows' cells."""
     with open(DOC) as f:
         doc = f.read()
-    table = doc[doc.index(zoo.TABLE_BEGIN):doc.index(zoo.TABLE_END)]
+    table = doc[doc.index(begin):doc.index(end)]
     rows = [[c.strip() for c in line.strip('|').split('|')]
             for line in table.splitlines() if line.startswith('| `')]
     return table, rows
@@ -122,11 +123,7 @@ def test_deit_tiny_trains_both_ways(transformer_rows):
 
 
 def test_committed_transformer_table():
-    with open(DOC) as f:
-        doc = f.read()
-    table = doc[doc.index(zoo.TRANSFORMERS_BEGIN):doc.index(zoo.TRANSFORMERS_END)]
-    rows = [[c.strip() for c in line.strip('|').split('|')]
-            for line in table.splitlines() if line.startswith('| `')]
+    _, rows = _committed_rows(zoo.TRANSFORMERS_BEGIN, zoo.TRANSFORMERS_END)
     assert [(r[0].strip('`'), r[3].split(' ')[0].lower()) for r in rows] == \
         [(e[0], e[2]) for e in zoo.ZOO_TRANSFORMERS]
     for r in rows:
