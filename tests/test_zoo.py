@@ -131,7 +131,7 @@ def test_committed_transformer_table():
             assert float(r[8]) < 1e-5, r
     # every model of the list is there, with each method
     for name in ('vit-base', 'deit-tiny', 'swin-tiny', 'convnext-tiny', 'poolformer', 'segformer',
-                 'segmenter', 'knet', 'mask2former', 'detr_r50', 'deformable-detr'):
+                 'segmenter', 'knet', 'mask2former', '::detr/detr_r50', 'deformable-detr'):
         assert sum(name in r[0] for r in rows) == 2, name
     # the stock ViTs train with Hyperball
     assert all(r[4] == 'trains' for r in rows if 'deit' in r[0] or 'vit-base' in r[0])
