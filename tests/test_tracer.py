@@ -142,3 +142,28 @@ def test_a_forward_that_raises_leaves_no_mode_behind():
             model(torch.randn(2, 3, 6, 6))
         assert torch._C._is_torch_function_mode_enabled() is False
     assert tracer.followed == {'conv': ('norm', 'LayerNorm', True)}
+
+
+def test_stock_convnext_converts_with_its_depthwise_convs_fixed_directly():
+    """mmpretrain's ConvNeXt-T: each depthwise conv feeds a channel-last LayerNorm
+    through a permute, so it is followed by a normalization and fixed as it is;
+    only the pointwise layers (GELU / layer scale after them) and the downsampling
+    convs (into a block's shortcut) are weight-normalized."""
+    from mmengine.registry import init_default_scope
+
+    from fixnorm_mm.convert import build_and_convert
+    from fixnorm_mm.zoo import fixnorm_model_cfg, load_config
+    init_default_scope('mmpretrain')
+    cfg = fixnorm_model_cfg(load_config('mmpretrain::convnext/convnext-tiny_32xb128_in1k.py'))
+    cfg.pop('type')
+    model, conversion = build_and_convert(**cfg)
+    depthwise = [n for n, m in model.named_modules() if n.endswith('depthwise_conv')]
+    assert len(depthwise) == 18
+    for n in depthwise:
+        assert conversion.trace.followed[n][1] == 'LayerNorm2d', n
+        assert n not in conversion.converted
+    assert conversion.trace.followed['backbone.downsample_layers.0.0'][1] == 'LayerNorm2d'  # stem
+    wn = conversion.weight_normalized
+    assert len(wn) == 18 * 2 + 3  # pointwise_conv1/2 of each block, 3 downsampling convs
+    assert all(n.endswith(('pointwise_conv1', 'pointwise_conv2')) or '.downsample_layers.' in n
+               for n in wn)
