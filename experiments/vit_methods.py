@@ -384,6 +384,10 @@ def figure_transfer(cfg, chosen, tr, runs, path):
     ax[0].set_xscale('log', base=2)
     ax[0].set_xticks(widths, [str(w) for w in widths])
     cmap = plt.get_cmap('viridis')
+    # one y range for the three panels, from the best cell of the worst width down;
+    # points below it (diverged runs) are marked at the bottom edge
+    bottom = max(min(max(v[0] for v in tr[m]['per_width'][w]['val'])
+                     for m in METHODS for w in widths) - 12, 0)
     for a, (m, label) in zip(ax[1:], METHODS.items()):
         lrs = np.array(cfg['grids'][m]['lr'])
         for k, w in enumerate(widths):
@@ -391,16 +395,23 @@ def figure_transfer(cfg, chosen, tr, runs, path):
             color = cmap(k / max(len(widths) - 1, 1))
             a.errorbar(lrs, [v[0] for v in p['val']], yerr=[v[1] for v in p['val']],
                        marker='o', ms=4, capsize=2, color=color, label=f'width {w}')
+            for lr, (mu, _) in zip(lrs, p['val']):
+                if mu < bottom:
+                    a.annotate(f'{mu:.0f}% (w{w})', (lr, bottom), xytext=(0, 4),
+                               textcoords='offset points', ha='center', fontsize=7,
+                               color=color)
             a.axvline(p['vertex_lr'], color=color, ls=':', lw=1)
         a.axvline(chosen[m]['lr'], color='k', lw=0.8, alpha=0.5)
         a.set_xscale('log', base=2)
         a.set_xticks(lrs, [f'{x:g}' for x in lrs], fontsize=8)
         a.minorticks_off()
+        spread = '/'.join(f"{tr[m]['per_width'][w]['spread']:.1f}" for w in widths)
         a.set(xlabel=f"{LR_NAME[m]} (dotted: interpolated best per width; grey: tuned)",
               ylabel=f"val accuracy (%), {cfg['transfer_grid_seeds']} seeds",
-              title=f"{label}: best {LR_NAME[m]} moves {tr[m]['shift_vertex']:.1f}x")
-        lo = min(v[0] for w in widths for v in tr[m]['per_width'][w]['val'])
-        a.set_ylim(max(lo - 2, 0), 100)
+              title=f"{label}: best {LR_NAME[m]} moves {tr[m]['shift_vertex']:.1f}x\n"
+                    f"(spread by width: {spread} points)")
+        a.title.set_fontsize(9)
+        a.set_ylim(bottom, 100)
     report.save_figure(fig, path, curves=ax)
 
 
@@ -609,11 +620,16 @@ def main(argv=None) -> dict:
     parts.insert(2, f'![ViT: three methods](../{fig_methods})')
     parts.append(f'![ViT: lr transfer across width](../{fig_transfer})')
     reused = (f" {prov['reused']} of the {prov['runs']} runs were taken from the cache of an "
-              "earlier, interrupted invocation; the wall time is this invocation's, the CPU "
-              "time all runs'." if prov.get('reused') else '')
+              "earlier invocation; the wall time is this invocation's, the CPU time all "
+              "runs'." if prov.get('reused') else '')
     parts.append(report.provenance(__file__, prov) + reused
                  + f" Load average (1 min) at the start and end of each phase: {prov['load']}.")
     md = '\n\n'.join(parts)
+    for r in runs:  # small raw results: grid runs keep only the curves the page uses
+        keep = None if r['spec']['phase'] in ('final', 'edge_final') \
+            else ('val_accuracy', 'sphere_max_rel_dev')
+        r['curves'] = {k: [[x, float(f'{v:.6g}')] for x, v in c]
+                       for k, c in r['curves'].items() if keep is None or k in keep}
     chosen_out = {m: {k: v for k, v in c.items()} for m, c in chosen.items()}
     raw = dict(config=copy.deepcopy(cfg), seeds=seeds, provenance=prov, chosen=chosen_out,
                transfer={m: dict(t, per_width={str(w): v for w, v in t['per_width'].items()})

@@ -189,10 +189,12 @@ def test_vit_methods_smoke(tmp_path):
             assert r['sphere']['names'] == matrices + (['head.fc.weight']
                                                        if method == 'hyperball' else [])
             assert r['sphere']['max_rel_dev'] < 1e-5
-            # the applied norm of the projections stays sqrt(sum R^2), step after step
-            linear = np.array(_values(r, 'linear_norm'))
-            np.testing.assert_allclose(linear, linear[0], rtol=1e-5)
             assert max(_values(r, 'sphere_max_rel_dev')) < 1e-5
+            if r['spec']['phase'] == 'final':  # (grid runs keep only a few curves)
+                # the applied norm of the projections stays sqrt(sum R^2), step after step
+                linear = np.array(_values(r, 'linear_norm'))
+                assert len(linear) == 3
+                np.testing.assert_allclose(linear, linear[0], rtol=1e-5)
         else:
             assert r['sphere'] is None
         assert r['fixed'] == ({'default': matrices + ['head.fc.weight']}
