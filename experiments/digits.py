@@ -24,6 +24,8 @@ linear warm-up then cosine decay to 0, no weight decay on biases and BN paramete
 """
 import copy
 import inspect
+import json
+import os
 import tempfile
 import time
 import uuid
@@ -36,6 +38,7 @@ from torch import nn
 import fixnorm_mm  # noqa: F401  (registers FixNormOptimWrapper, MCBRHook, layers)
 from fixnorm_mm.layers import FixNormLinear, WNLinear
 from fixnorm_mm.testing.digits import NUM_CLASSES, SPLIT_SIZES  # noqa: F401  (registers them)
+from fixnorm_mm.testing.vit import DigitsViT  # noqa: F401  (registers it)
 
 #: run_config keys that set the scale of a run, and their smoke-test values
 #: (2 iterations on 100 images, curves and validation at every step).
@@ -49,6 +52,19 @@ def conv_weight_norm(model: nn.Module) -> float:
     """||W^Conv||_2: global norm of all conv weights (Fig. 1 left)."""
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(convs))))
+
+
+@torch.no_grad()
+def linear_weight_norm(model: nn.Module) -> Optional[float]:
+    """Global norm of the weights the hidden linear layers apply (a ViT's
+    attention and MLP projections; g v / ||v|| for a WN layer), all linear
+    layers but ``head.fc``; None for a model without any (the ResNet)."""
+    final = model.head.fc
+    ws = [m.folded_weight() if hasattr(m, 'folded_weight') else m.weight
+          for m in model.modules() if isinstance(m, nn.Linear) and m is not final]
+    if not ws:
+        return None
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ws))))
 
 
 def fc_weight_norm(fc: nn.Module) -> float:
@@ -78,6 +94,9 @@ class CurveRecorder(Hook):
     def before_train(self, runner) -> None:
         # ||W_0||: the reference Algo 1 rescales to (Fig. 1 left starts here)
         self._add('conv_norm', 0, conv_weight_norm(runner.model))
+        linear = linear_weight_norm(runner.model)
+        if linear is not None:
+            self._add('linear_norm', 0, linear)
 
     def _add(self, key: str, it: int, value: float) -> None:
         self.curves.setdefault(key, []).append((it, float(value)))
@@ -87,12 +106,15 @@ class CurveRecorder(Hook):
             return
         it = runner.iter + 1
         hub = runner.message_hub
-        for key in ('mcbr', 'g'):
+        for key in ('mcbr', 'g', 'sphere_max_rel_dev'):  # the last one: Hyperball's
             buf = hub.log_scalars.get(f'train/fixnorm/{key}')
             if buf is not None:
                 self._add(key, it, buf.current())
         model = runner.model
         self._add('conv_norm', it, conv_weight_norm(model))
+        linear = linear_weight_norm(model)
+        if linear is not None:
+            self._add('linear_norm', it, linear)
         self._add('fc_norm', it, fc_weight_norm(model.head.fc))
         self._add('loss', it, float(outputs['loss'].detach()))
 
@@ -128,8 +150,15 @@ def run_config(method: str, lr: float, seed: int, fc_type: str = 'fc', alpha: fl
                wd: float = 5e-4, wd_fc: float = 5e-4, epochs: int = 30, width: int = 16,
                batch_size: int = 50, warmup_iters: int = 40, val_interval: int = 3,
                curve_interval: int = 10, train_subset: Optional[int] = None,
-               eval_subset: Optional[int] = None, work_dir: str = '') -> dict:
-    """The mmengine config of one training run."""
+               eval_subset: Optional[int] = None, work_dir: str = '',
+               model: Optional[dict] = None, optim_wrapper: Optional[dict] = None) -> dict:
+    """The mmengine config of one training run.
+
+    ``model`` / ``optim_wrapper`` (config dicts) replace the default
+    ``DigitsResNet`` (``width``, ``fc_type``, ``alpha``) and
+    :func:`optim_wrapper_cfg` (``method``, ``lr``, ``wd``, ``wd_fc``): the
+    ViT experiments train another model with other optimizers on the same
+    data, schedule and Runner."""
     def loader(split, shuffle, subset):
         return dict(dataset=dict(type='DigitsDataset', split=split, subset=subset),
                     batch_size=batch_size if split == 'train' else 400,
@@ -142,7 +171,8 @@ def run_config(method: str, lr: float, seed: int, fc_type: str = 'fc', alpha: fl
     total_iters = epochs * max(n_train // batch_size, 1)
     warmup_iters = min(warmup_iters, max(total_iters // 4, 1))
     return dict(
-        model=dict(type='DigitsResNet', width=width, fc_type=fc_type, alpha=alpha),
+        model=model if model is not None else dict(
+            type='DigitsResNet', width=width, fc_type=fc_type, alpha=alpha),
         work_dir=work_dir,
         experiment_name=f'digits_{uuid.uuid4().hex[:10]}',
         train_dataloader=loader('train', True, train_subset),
@@ -152,7 +182,8 @@ def run_config(method: str, lr: float, seed: int, fc_type: str = 'fc', alpha: fl
         test_evaluator=dict(type='ToyAccuracy'),
         train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=val_interval),
         val_cfg=dict(), test_cfg=dict(),
-        optim_wrapper=optim_wrapper_cfg(method, lr, wd, wd_fc),
+        optim_wrapper=(optim_wrapper if optim_wrapper is not None
+                       else optim_wrapper_cfg(method, lr, wd, wd_fc)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warmup_iters),
             dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup_iters,
@@ -193,14 +224,24 @@ def train_once(spec: dict) -> dict:
         curves = copy.deepcopy(recorder.curves)
         val_acc = curves['val_accuracy'][-1][1] if 'val_accuracy' in curves else float('nan')
         test_acc = runner.test()['accuracy']
-        fixed = None
-        ctrl = getattr(runner.optim_wrapper, 'fixnorm', None)
-        if ctrl is not None and ctrl.started:
+        fixed = sphere = None
+        ctrl = getattr(runner.optim_wrapper, 'norm_control', None)
+        if ctrl is not None and ctrl.started and getattr(ctrl, 'fixer', None) is not None:
             fixed = {g: list(n) for g, n in ctrl.fixer.names.items()}
+        if ctrl is not None and ctrl.started and getattr(ctrl, 'ball', None) is not None:
+            sphere = hyperball_sphere(ctrl.ball)
         _close_runner(runner)
     return dict(spec=spec, val_accuracy=val_acc, test_accuracy=test_acc, curves=curves,
-                fixed=fixed, seconds=time.perf_counter() - t0,
+                fixed=fixed, sphere=sphere, seconds=time.perf_counter() - t0,
                 cpu_seconds=time.process_time() - c0)
+
+
+def hyperball_sphere(ball) -> dict:
+    """Hyperball's matrices after training: names, R, their final norms and
+    the largest relative distance from the sphere of radius R."""
+    radii, norms = ball.radii.tolist(), ball.norms().tolist()
+    return dict(names=list(ball.names), radii=radii, final_norms=norms,
+                max_rel_dev=max(abs(n - r) / r for n, r in zip(norms, radii)))
 
 
 def _close_runner(runner) -> None:
@@ -212,30 +253,84 @@ def _close_runner(runner) -> None:
             runner.logger.removeHandler(handler)
 
 
-def train_many(specs: List[dict], workers: int = 1, progress: bool = True) -> List[dict]:
-    """Run ``specs`` (in order), in ``workers`` processes when > 1."""
+def train_once_or_diverged(spec: dict) -> dict:
+    """:func:`train_once`, but a run that a method stops because its norms
+    became non-finite (FixNorm's ``FloatingPointError``) is recorded, not
+    raised: chance accuracy (10%) and ``diverged`` = the error message, so
+    that one diverging cell does not stop a grid. (Runs without such a check
+    diverge into NaN logits, whose argmax is also a constant class.)"""
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        return dict(train_once(spec), diverged=None)
+    except FloatingPointError as e:
+        chance = 100.0 / NUM_CLASSES
+        return dict(spec=spec, val_accuracy=chance, test_accuracy=chance, curves={},
+                    fixed=None, sphere=None, diverged=str(e).splitlines()[0],
+                    seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+
+
+def spec_key(spec: dict) -> str:
+    """A run's identity in a cache: its spec as canonical JSON."""
+    return json.dumps(json.loads(json.dumps(spec, default=str)), sort_keys=True)
+
+
+def load_cache(path: Optional[str]) -> Dict[str, dict]:
+    """The finished runs of a JSON-lines cache, by :func:`spec_key`."""
+    known: Dict[str, dict] = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:  # a line cut short when the process was stopped
+                    continue
+                known[spec_key(r['spec'])] = r
+    return known
+
+
+def train_many(specs: List[dict], workers: int = 1, progress: bool = True,
+               fn=None, cache: Optional[str] = None) -> List[dict]:
+    """Run ``specs`` (in order), in ``workers`` processes when > 1, with
+    ``fn`` (default :func:`train_once`).
+
+    ``cache``: a JSON-lines file of finished runs. A spec found in it is not
+    trained again, and every run is appended to it as soon as it ends, so an
+    interrupted experiment resumes where it stopped."""
+    fn = fn or train_once
     results: List[Optional[dict]] = [None] * len(specs)
+    if cache:
+        known = load_cache(cache)
+        results = [known.get(spec_key(s)) for s in specs]
+        if progress and any(r is not None for r in results):
+            print(f'{sum(r is not None for r in results)} of {len(specs)} runs found in {cache}',
+                  flush=True)
+    todo = [i for i, r in enumerate(results) if r is None]
     t0 = time.perf_counter()
 
     def report(i, r):
         results[i] = r
+        if cache:
+            with open(cache, 'a') as f:
+                f.write(json.dumps(r, default=float) + '\n')
         if progress:
             done = sum(x is not None for x in results)
             s = r['spec']
-            print(f'[{done}/{len(specs)}] {s.get("method")} fc={s.get("fc_type", "fc")} '
-                  f'lr={s["lr"]:g} alpha={s.get("alpha", "-")} seed={s["seed"]}: '
+            what = (f'width={s["width"]} second={s["second"]:g}' if 'second' in s
+                    else f'fc={s.get("fc_type", "fc")} alpha={s.get("alpha", "-")}')
+            print(f'[{done}/{len(specs)}] {s.get("method")} lr={s["lr"]:g} {what} '
+                  f'seed={s["seed"]}: '
                   f'val {r["val_accuracy"]:.2f} test {r["test_accuracy"]:.2f} '
                   f'({r["seconds"]:.1f}s wall, {r["cpu_seconds"]:.1f}s CPU; '
                   f'{time.perf_counter() - t0:.0f}s so far)', flush=True)
 
     if workers <= 1:
-        for i, s in enumerate(specs):
-            report(i, train_once(s))
+        for i in todo:
+            report(i, fn(specs[i]))
     else:
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing as mp
         with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as pool:
-            futures = {pool.submit(train_once, s): i for i, s in enumerate(specs)}
+            futures = {pool.submit(fn, specs[i]): i for i in todo}
             from concurrent.futures import as_completed
             for f in as_completed(futures):
                 report(futures[f], f.result())

@@ -16,8 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(description: str, argv: Optional[Sequence[str]] = None,
-               extra=None) -> argparse.Namespace:
-    """The common command line; ``extra(parser)`` adds a script's own options."""
+               extra=None, seeds: int = 3) -> argparse.Namespace:
+    """The common command line; ``extra(parser)`` adds a script's own options,
+    ``seeds`` is the default of ``--seeds``."""
     p = argparse.ArgumentParser(description=description)
     if extra is not None:
         extra(p)
@@ -27,7 +28,7 @@ def parse_args(description: str, argv: Optional[Sequence[str]] = None,
     p.add_argument('--out', default=None,
                    help='output root: figures go to OUT/figures, tables and raw '
                         'results to OUT/results (default: docs/)')
-    p.add_argument('--seeds', type=int, default=3, help='seeds per configuration')
+    p.add_argument('--seeds', type=int, default=seeds, help='seeds per configuration')
     p.add_argument('--epochs', type=int, default=None, help='override the epochs')
     p.add_argument('--workers', type=int, default=1,
                    help='parallel training processes (one CPU thread each)')

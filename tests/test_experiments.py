@@ -19,6 +19,7 @@ import algo1_vs_wd  # noqa: E402
 import digits  # noqa: E402
 import final_layer  # noqa: E402
 import lr_alpha  # noqa: E402
+import vit_methods  # noqa: E402
 import warmup_round0  # noqa: E402
 
 from fixnorm_mm.testing.digits import SPLIT_SIZES, DigitsResNet, load_split  # noqa: E402
@@ -160,6 +161,61 @@ def test_warmup_round0_smoke(tmp_path):
         best = max(mine, key=lambda t: (t[1], -t[0]))[0]  # ties: the smaller lr
         assert raw['picks'][0][rule] == dict(mean=best, per_seed=[best])
     assert (tmp_path / 'results' / 'warmup_round0.md').read_text().count('| absolute (5 it.) |') == 1
+
+
+def test_vit_methods_smoke(tmp_path):
+    """The ViT experiment end to end, 2 iterations a run: every phase and
+    method, the tables and figures; Hyperball keeps each of its matrices (the
+    attention and MLP projections and head.fc, not the patch projection) at
+    its initial norm R; FixNorm fixes the WN directions and FixNorm-FC."""
+    raw = vit_methods.main(['--smoke', '--out', str(tmp_path)])
+    cfg, runs = vit_methods.SMOKE, raw['runs']
+    n_grid = {m: len(g['lr']) * len(g['second']) for m, g in cfg['grids'].items()}
+    phases = {}
+    for r in runs:
+        phases.setdefault(r['spec']['phase'], []).append(r)
+    assert len(phases['tune']) == sum(n_grid.values()) * cfg['tune_seeds']
+    assert len(phases['final']) == 4 * 2  # (methods + ablation) x seeds (--smoke: at most 2)
+    assert len(phases['transfer']) == (sum(len(g['lr']) for g in cfg['grids'].values()) + 1) \
+        * len(cfg['widths']) * cfg['transfer_seeds']  # the ablation at one lr
+    assert {r['spec']['seed'] for r in phases['final']} == {100, 101}  # fresh seeds
+    # with 2 lrs every choice is on an edge: one more lr past it, for each method
+    assert len(phases['edge']) == sum(len(e['cells']) for e in raw['edge'].values()) == 3
+    matrices = [f'layers.0.{m}.weight' for m in ('attn.qkv', 'attn.proj', 'ffn.fc1', 'ffn.fc2')]
+    for r in runs:
+        method = r['spec']['method']
+        assert r['diverged'] is None and 0 <= r['test_accuracy'] <= 100
+        if method in ('hyperball', vit_methods.ABLATION):
+            assert r['sphere']['names'] == matrices + (['head.fc.weight']
+                                                       if method == 'hyperball' else [])
+            assert r['sphere']['max_rel_dev'] < 1e-5
+            assert max(_values(r, 'sphere_max_rel_dev')) < 1e-5
+            if r['spec']['phase'] == 'final':  # (grid runs keep only a few curves)
+                # the applied norm of the projections stays sqrt(sum R^2), step after step
+                linear = np.array(_values(r, 'linear_norm'))
+                assert len(linear) == 3
+                np.testing.assert_allclose(linear, linear[0], rtol=1e-5)
+        else:
+            assert r['sphere'] is None
+        assert r['fixed'] == ({'default': matrices + ['head.fc.weight']}
+                              if method == 'fixnorm_wn' else None)
+    for m, c in raw['chosen'].items():
+        assert c['lr'] in cfg['grids'][m]['lr'] and c['second'] in cfg['grids'][m]['second']
+        t = raw['transfer'][m]
+        assert list(t['per_width']) == [str(w) for w in cfg['widths']]
+        for p in t['per_width'].values():
+            assert len(p['tuned_test']) == cfg['transfer_seeds'] and len(p['val']) == 2
+    assert raw['sphere']['max_rel_dev_end'] < 1e-5
+    md = (tmp_path / 'results' / 'vit_methods.md').read_text()
+    # main, edge-check, transfer and lr-optimum tables, and the two rows of the ablation's
+    assert md.count('| Hyperball(AdamW)') == 6
+    assert 'Produced by `python experiments/vit_methods.py --smoke' in md
+    for fig in ('vit_methods', 'vit_transfer'):
+        assert (tmp_path / 'figures' / f'{fig}.png').stat().st_size > 10_000
+    # --replot rebuilds the same tables from the raw results
+    again = vit_methods.main(['--smoke', '--out', str(tmp_path), '--replot'])
+    assert again['chosen'] == raw['chosen']
+    assert (tmp_path / 'results' / 'vit_methods.md').read_text() == md
 
 
 def test_decoupling_analysis_detects_a_coupled_grid():
