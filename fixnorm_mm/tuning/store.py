@@ -151,10 +151,12 @@ class TrialStore:
             host counts as dead.
         poll_interval: seconds between looks at a trial another worker runs.
         sampler: Optuna sampler of the study (BO+WD); None for FixNorm-tune.
+        pruner: Optuna pruner of the study (ASHA+WD).
     """
 
     def __init__(self, storage: str, study_name: str, heartbeat_interval: int = 60,
-                 grace_period: int = 300, poll_interval: float = 5.0, sampler=None) -> None:
+                 grace_period: int = 300, poll_interval: float = 5.0, sampler=None,
+                 pruner=None) -> None:
         import warnings
 
         import optuna
@@ -180,7 +182,7 @@ class TrialStore:
                                           grace_period=grace_period)
                 self.study = optuna.create_study(storage=self.storage, study_name=study_name,
                                                  direction='maximize', load_if_exists=True,
-                                                 sampler=sampler)
+                                                 sampler=sampler, pruner=pruner)
                 break
             except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
                 # workers started together race to create the schema of a new
