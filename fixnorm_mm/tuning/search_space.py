@@ -84,7 +84,11 @@ class SearchSpace:
             text, keys = (f'lr {self.lr_range}, weight decay {self.wd_range} (both log scale)',
                           ('lr_range', 'wd_range'))
         reasons = [self.why[k] for k in keys if k in self.why]
-        return text + (f' ({"; ".join(reasons)})' if reasons else '')
+        if not reasons:
+            return text + ' (as given)'
+        family = ('of the Adam family' if is_adaptive(self.optimizer)
+                  else 'not of the Adam family')
+        return text + f' ({self.optimizer or "the optimizer"} is {family}: {", ".join(reasons)})'
 
 
 def search_space(cfg, task: Optional[str] = None, lr_range: Optional[Sequence[float]] = None,
@@ -100,25 +104,24 @@ def search_space(cfg, task: Optional[str] = None, lr_range: Optional[Sequence[fl
     """
     optimizer = optimizer_type(cfg)
     adaptive = is_adaptive(optimizer)
-    family = f'{optimizer or "the optimizer"} is {"" if adaptive else "not "}of the Adam family'
     if task is not None and task not in PAPER_LR_RANGES:
         raise ValueError(f'--task must be one of {sorted(PAPER_LR_RANGES)}, got {task!r}')
     why = {}
     if lr_range is None:
         lr_range = ADAM_LR_RANGE if adaptive else PAPER_LR_RANGES[task or 'imagenet']
-        why['lr_range'] = (f'{family}: lr range for Adam (docs/tuning.md)' if adaptive
+        why['lr_range'] = ('the Adam lr range' if adaptive
                            else f"the paper's lr range for {task or 'imagenet'}")
     lr_range = (float(lr_range[0]), float(lr_range[1]))
     if lr_scale == 'auto':
         lr_scale = 'log' if adaptive else 'linear'
-        why['lr_scale'] = f'{lr_scale} probes: {family}'
+        why['lr_scale'] = 'log probes' if adaptive else "the paper's linear probes"
     if lr_scale not in LR_SCALES:
         raise ValueError(f"--lr-scale must be 'auto' or one of {LR_SCALES}, got {lr_scale!r}")
     check_lr_scale(lr_scale, lr_range, '--lr-scale')
     if wd_range is None:
         decoupled = has_decoupled_weight_decay(cfg)
         wd_range = ADAMW_WD_RANGE if decoupled else PAPER_WD_RANGE
-        why['wd_range'] = ('decoupled weight decay (AdamW): its range' if decoupled
+        why['wd_range'] = ('the weight-decay range of decoupled decay (AdamW)' if decoupled
                            else "the paper's weight-decay range")
     wd_range = (float(wd_range[0]), float(wd_range[1]))
     return SearchSpace(optimizer, lr_scale, lr_range, wd_range, why)

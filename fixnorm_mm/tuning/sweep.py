@@ -93,8 +93,8 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
         f'{getattr(launcher, "warmup", DEFAULT_WARMUP)}; {launcher.parallel} trial(s) '
         f'at once; storage {storage}')
     with TrialScheduler(launcher.parallel, store.poll_interval, stop=launcher.stop,
-                        describe=lambda p: f'lr={p[0]:g} alpha={p[1]:g} budget={p[2]:g}'
-                        ) as scheduler:
+                        describe=lambda p: f'lr={p[0]:g} alpha={p[1]:g} budget={p[2]:g}',
+                        prepare=objective.prepare) as scheduler:
         return tuner.run(objective, map=scheduler.map, prefetch=scheduler.prefetch,
                          callback=_print_trial(log))
 
