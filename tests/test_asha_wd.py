@@ -106,6 +106,14 @@ def test_asha_wd_prunes_counts_what_a_trial_ran_and_only_full_trainings_win():
     capped = ASHAWDTune(lr_range=(1e-4, 1.0), wd_range=(1e-5, 1e-1), n_trials=100,
                         max_cost=3.0, min_resource=1, max_resource=4, seed=0).run(curves([]))
     assert 3.0 <= capped.total_cost < 4.0 + 1e-9
+    # Optuna's Hyperband pruner on the same objective: brackets, the same bookkeeping
+    hyperband = ASHAWDTune(lr_range=(1e-4, 1.0), wd_range=(1e-5, 1e-1), n_trials=30,
+                           pruner='hyperband', min_resource=1, max_resource=4, seed=0)
+    assert hyperband.pruner_spec() == dict(type='hyperband', min_resource=1, max_resource=4,
+                                           reduction_factor=3)
+    result = hyperband.run(curves([]))
+    assert any(t.pruned for t in result.trials) and not all(t.pruned for t in result.trials)
+    assert result.total_cost == pytest.approx(sum(t.budget for t in result.trials))
     with pytest.raises(ValueError, match=r'pruner \(--pruner\) must be one of'):
         ASHAWDTune(pruner='median')
     with pytest.raises(ValueError, match=r'reduction_factor \(--reduction-factor\) must be an '

@@ -71,7 +71,9 @@ def optuna_reporter(storage: str, study_name: str, trial_number: int,
             from .asha_wd import build_pruner
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             kwargs = dict(connect_args=dict(timeout=120)) if storage.startswith('sqlite') else {}
-            rdb = RDBStorage(storage, engine_kwargs=kwargs)
+            # the sweep has created and checked the storage already
+            rdb = RDBStorage(storage, engine_kwargs=kwargs, skip_compatibility_check=True,
+                             skip_table_creation=True)
             study = optuna.load_study(study_name=study_name, storage=rdb,
                                       pruner=build_pruner(pruner))
             trial_id = rdb.get_trial_id_from_study_id_trial_number(
