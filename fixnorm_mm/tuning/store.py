@@ -138,14 +138,16 @@ NETWORK_FILESYSTEMS = ('nfs', 'nfs4', 'cifs', 'smb', 'smb3', 'smbfs', 'lustre', 
                        'afs', 'ocfs2', 'panfs', 'fuse.s3fs', 'fuse.gcsfuse', 'wekafs')
 
 
-def local_filesystem(path: str) -> bool:
-    """Whether ``path`` lies on a local file system (Linux: /proc/self/mounts);
-    False where that cannot be told."""
-    try:
-        with open('/proc/self/mounts') as f:
-            mounts = [line.split()[1:3] for line in f if len(line.split()) > 2]
-    except OSError:
-        return False
+def local_filesystem(path: str, mounts: Optional[str] = None) -> bool:
+    """Whether ``path`` lies on a local file system (Linux: the text of
+    /proc/self/mounts, or ``mounts``); False where that cannot be told."""
+    if mounts is None:
+        try:
+            with open('/proc/self/mounts') as f:
+                mounts = f.read()
+        except OSError:
+            return False
+    mounts = [line.split()[1:3] for line in mounts.splitlines() if len(line.split()) > 2]
     path = os.path.realpath(path)
     best, kind = '', None
     for point, fstype in mounts:
