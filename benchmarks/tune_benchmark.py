@@ -696,13 +696,14 @@ def plot(results: List[dict], path: str, lr_range: Sequence[float],
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     colors = {'fixnorm-tune': 'tab:red', 'bo-wd': 'tab:blue', 'asha-wd': 'tab:green',
               'fixnorm-tune-es': 'tab:orange'}
-    lo = math.inf
+    lo, hi = math.inf, -math.inf
     for kind in ('bo-wd', 'asha-wd', 'fixnorm-tune-es', 'fixnorm-tune'):
         runs = [r['result']['trials'] for r in results if r['kind'] == kind]
         for trials in runs:
             pts = [(c, b) for c, b in progress(trials) if b > -math.inf]
             if pts:
                 lo = min(lo, pts[0][1])
+                hi = max(hi, pts[-1][1])
                 ax.step([c for c, _ in pts], [b for _, b in pts], where='post',
                         color=colors[kind], alpha=0.25, lw=0.8)
         if not runs:
@@ -717,12 +718,12 @@ def plot(results: List[dict], path: str, lr_range: Sequence[float],
     ax.set_ylabel('best full-budget val accuracy so far (%)')
     name = {'digits': 'digits, T_max 20 epochs',
             'narrow': 'digits, narrow landscape (T_max 5 epochs)'}.get(landscape, landscape)
-    ax.set_title('{}, lr in [{:g}, {:g}]: FixNorm-tune vs BO+WD vs ASHA+WD'.format(
+    ax.set_title('{}, lr in [{:g}, {:g}]\nFixNorm-tune vs BO+WD vs ASHA+WD'.format(
         name, *lr_range), fontsize=9)
     if math.isfinite(lo):
-        ax.set_ylim(max(lo, 90.0) - 0.5, None)
+        ax.set_ylim(max(lo, 90.0) - 0.5, hi + 0.5)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc='lower right', fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
