@@ -73,7 +73,147 @@ def _tuner(args):
     return FixNormTune(tuple(args.lr_range), args.k, args.budgets, args.alphas)
 
 
-def one_sweep(args, work_dir: str, slots: int, events=None):
+class Profiler:
+    """Where a sweep's wall-clock goes: timestamps of every step of every trial
+    (the storage claim, the process start, the training, the metric read-back,
+    the storage write of the result), taken by wrapping the sweep's own
+    functions for the duration of one sweep (``with Profiler() as prof``).
+    Claims are made for a round's trials together (``claim_many``); each
+    trial then runs in one scheduler thread, from its heartbeat's start to
+    its result, so a step is attributed to the trial of the thread that
+    takes it."""
+
+    def __init__(self) -> None:
+        self.trials: list = []      # one dict of timestamps per trial
+        self.storage_open = None    # (start, end) of TrialStore.__init__
+        self._by_id: dict = {}      # storage trial id -> its record
+        self._current = threading.local()
+        self._lock = threading.Lock()
+        self._patches: list = []
+
+    def _patch(self, owner, name, wrapper) -> None:
+        original = getattr(owner, name)
+        self._patches.append((owner, name, original))
+        setattr(owner, name, wrapper(original))
+
+    def _mark(self, key, value=None) -> None:
+        rec = getattr(self._current, 'trial', None)
+        if rec is not None:
+            rec.setdefault(key, value if value is not None else time.time())
+
+    def __enter__(self) -> 'Profiler':
+        from fixnorm_mm.tuning import launcher as launcher_module
+        from fixnorm_mm.tuning import store as store_module
+        prof = self
+
+        def store_init(original):
+            def init(self, *a, **k):
+                start = time.time()
+                original(self, *a, **k)
+                prof.storage_open = (start, time.time())
+            return init
+
+        def claim_many(original):
+            def wrapped(self, items):
+                start = time.time()
+                results = original(self, items)
+                end = time.time()
+                with prof._lock:
+                    for (key, params, _), (status, what, *_) in zip(items, results):
+                        if status == 'mine':
+                            rec = dict(key=key, budget=params.get('budget'), claim_start=start,
+                                       claim_end=end)
+                            prof.trials.append(rec)
+                            prof._by_id[what] = rec
+                return results
+            return wrapped
+
+        def heartbeat(original):  # the trial's thread, right after its claim
+            def wrapped(self, trial_id):
+                prof._current.trial = prof._by_id.get(trial_id)
+                return original(self, trial_id)
+            return wrapped
+
+        def finish(original):
+            def wrapped(self, *a, **k):
+                prof._mark('finish_start')
+                try:
+                    return original(self, *a, **k)
+                finally:
+                    prof._mark('finish_end')
+            return wrapped
+
+        def popen(original):
+            def wrapped(*a, **k):
+                prof._mark('spawn_start')
+                proc = original(*a, **k)
+                prof._mark('spawn_end')
+                wait = proc.wait
+
+                def timed_wait(*wa, **wk):
+                    rc = wait(*wa, **wk)
+                    prof._mark('exit')
+                    return rc
+                proc.wait = timed_wait
+                return proc
+            return wrapped
+
+        def readback(original):
+            def wrapped(*a, **k):
+                out = original(*a, **k)
+                rec = getattr(prof._current, 'trial', None)
+                if rec is not None:
+                    rec['readback_end'] = time.time()
+                return out
+            return wrapped
+
+        self._patch(store_module.TrialStore, '__init__', store_init)
+        if hasattr(store_module.TrialStore, 'claim_many'):
+            self._patch(store_module.TrialStore, 'claim_many', claim_many)
+        else:  # a sweep that claims one trial at a time (before issue 22)
+            self._patch(store_module.TrialStore, 'claim', lambda original: (
+                lambda store, key, params, attrs: claim_many(
+                    lambda st, items: [original(st, *items[0])])(store, [(key, params, attrs)])[0]))
+        self._patch(store_module.TrialStore, 'heartbeat', heartbeat)
+        self._patch(store_module.TrialStore, 'finish', finish)
+        self._patch(launcher_module, 'popen_dying_with_parent', popen)
+        self._patch(launcher_module, 'training_divergence', readback)
+        self._patch(launcher_module, 'read_metric', readback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in reversed(self._patches):
+            setattr(owner, name, original)
+
+    def breakdown(self, t0: float, t_end: float, t_max: float) -> dict:
+        """Seconds of the makespan on the critical chain, by step: walking back
+        from the last result, each trial waited for the result that freed its
+        slot or released its round (the latest result before its claim)."""
+        done = [r for r in self.trials if 'finish_end' in r and 'exit' in r]
+        out = dict.fromkeys(('storage open', 'storage claims', 'process start-up', 'training',
+                             'trial overrun', 'metric read-back', 'storage result write',
+                             'idle / scheduling'), 0.0)
+        rec = max(done, key=lambda r: r['finish_end'])
+        out['idle / scheduling'] += t_end - rec['finish_end']
+        while rec is not None:
+            out['storage result write'] += rec['finish_end'] - rec['finish_start']
+            out['metric read-back'] += rec['finish_start'] - rec['exit']
+            work = rec['exit'] - rec['spawn_end']
+            out['training'] += min(work, rec['budget'] * t_max)
+            out['trial overrun'] += max(0.0, work - rec['budget'] * t_max)
+            out['process start-up'] += rec['spawn_end'] - rec['spawn_start']
+            out['storage claims'] += rec['claim_end'] - rec['claim_start']
+            out['idle / scheduling'] += rec['spawn_start'] - rec['claim_end']  # log, heartbeat
+            before = [r for r in done if r['finish_end'] <= rec['claim_start']]
+            prev = max(before, key=lambda r: r['finish_end']) if before else None
+            start = prev['finish_end'] if prev else self.storage_open[1]
+            out['idle / scheduling'] += rec['claim_start'] - start
+            rec = prev
+        out['storage open'] = self.storage_open[1] - t0
+        return out
+
+
+def one_sweep(args, work_dir: str, slots: int, events=None, profiler=None):
     """Run the sweep with ``slots`` slots; returns (result, wall seconds)."""
     from fixnorm_mm.tuning import TrainingLauncher, default_storage, run_fixnorm_tune
     launcher = TrainingLauncher(CONFIG, parallel=slots, train_module='synthetic_train')
@@ -89,8 +229,14 @@ def one_sweep(args, work_dir: str, slots: int, events=None):
                     events.append((start, time.time()))
         launcher.run = timed
     t0 = time.time()
-    result = run_fixnorm_tune(_tuner(args), launcher, work_dir, default_storage(work_dir),
-                              poll_interval=args.poll, log=lambda msg: None)
+    if profiler is not None:
+        with profiler:
+            result = run_fixnorm_tune(_tuner(args), launcher, work_dir,
+                                      default_storage(work_dir), poll_interval=args.poll,
+                                      log=lambda msg: None)
+    else:
+        result = run_fixnorm_tune(_tuner(args), launcher, work_dir, default_storage(work_dir),
+                                  poll_interval=args.poll, log=lambda msg: None)
     return result, time.time() - t0
 
 
@@ -139,15 +285,20 @@ def main(argv=None):
     args = parse_args(argv)
     _environment(args.t_max)
     import fixnorm_mm.tuning  # noqa: F401  (before timing: the imports take seconds)
+    with tempfile.TemporaryDirectory() as tmp:  # ... Optuna's storage modules too
+        from fixnorm_mm.tuning import TrialStore, default_storage
+        TrialStore(default_storage(tmp), 'warm-up')
     tuner = _tuner(args)
     base = args.work_dir or tempfile.mkdtemp(prefix='sweep_wallclock_')
-    rows, answers, workers = [], {}, {}
+    rows, answers, workers, breakdowns = [], {}, {}, {}
     try:
         for slots in args.slots:
             work = osp.join(base, f'slots{slots}')
             shutil.rmtree(work, ignore_errors=True)
-            events = []
-            result, wall = one_sweep(args, work, slots, events)
+            events, prof = [], Profiler()
+            t0 = time.time()
+            result, wall = one_sweep(args, work, slots, events, prof)
+            breakdowns[slots] = prof.breakdown(t0, t0 + wall, args.t_max)
             span = max(e for _, e in events) - min(s for s, _ in events)
             by_rounds, bound = references(tuner, slots)
             rows.append((f'{slots} slot(s)', wall, span, by_rounds, bound))
@@ -185,12 +336,24 @@ def main(argv=None):
     for name, wall, span, by_rounds, bound in rows:
         print(f'| {name} | {wall / t:.2f} | {"-" if span is None else f"{span / t:.2f}"} | '
               f'{by_rounds:g} | {bound:g} |')
+    if breakdowns:
+        print('\nWhere the makespan goes, along the critical chain (each trial waited for '
+              'the result before its claim), seconds:\n')
+        names = list(next(iter(breakdowns.values())))
+        print('| slots | ' + ' | '.join(names) + ' | makespan | above the floor (T_max) |')
+        print('|---' * (len(names) + 3) + '|')
+        for slots, b in breakdowns.items():
+            total = sum(b.values())
+            over = total - b['training']
+            print(f'| {slots} | ' + ' | '.join(f'{v:.2f}' for v in b.values())
+                  + f' | {total:.2f} | {over / t:.3f} |')
     if speedup is not None:
         print(f'\nspeed-up of {args.workers} workers on one storage over 1 worker: '
               f'{speedup:.2f}x')
     distinct = sorted(set(answers.values()))
     print(f'answers (best lr, alpha, metric): {distinct}')
-    return dict(rows=rows, speedup=speedup, answers=answers, workers=workers)
+    return dict(rows=rows, speedup=speedup, answers=answers, workers=workers,
+                breakdowns=breakdowns)
 
 
 if __name__ == '__main__':

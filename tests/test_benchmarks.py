@@ -114,12 +114,23 @@ def test_tune_benchmark_smoke_and_rerun_from_cache(tmp_path):
     args = ['--smoke', '--workers', '1', '--work-dir', work, '--out', out]
     res = tune_benchmark.main(args)
     kinds = sorted(j['kind'] for j in res['jobs'])
-    assert kinds == ['bo-wd', 'fixnorm-tune'] + ['grid'] * 4
+    assert kinds == ['asha-wd', 'bo-wd', 'fixnorm-tune', 'fixnorm-tune-es'] + ['grid'] * 4
     fn = next(j for j in res['jobs'] if j['kind'] == 'fixnorm-tune')['result']
     # Algo 2 with K=2, T=[0.5, 1], alphas {0.5, 1}: 2 + 2 lr trials, 1 alpha trial
     assert len(fn['trials']) == 5 and fn['total_cost'] == pytest.approx(2 * 1.5 + 1.0)
     bo = next(j for j in res['jobs'] if j['kind'] == 'bo-wd')['result']
     assert len(bo['trials']) == 2 and all(t['budget'] == 1.0 for t in bo['trials'])
+    # the early-stopping tuners: a stopped trial costs the epochs it ran
+    # (1 of the smoke task's 2), a full one 1 T_max; ASHA+WD runs until its
+    # trials have cost its budget; FixNorm-tune-es runs Algo 2's trials
+    asha = next(j for j in res['jobs'] if j['kind'] == 'asha-wd')['result']
+    for t in asha['trials']:
+        assert t['budget'] == (0.5 if t['pruned'] else 1.0)
+    assert sum(t['budget'] for t in asha['trials'][:-1]) < 2.0 <= asha['total_cost']
+    es = next(j for j in res['jobs'] if j['kind'] == 'fixnorm-tune-es')['result']
+    assert [(t['lr'], t['alpha']) for t in es['trials']] == \
+        [(t['lr'], t['alpha']) for t in fn['trials']][:len(es['trials'])]
+    assert es['total_cost'] <= fn['total_cost']
     full = [t['metric'] for j in res['jobs'] if j['kind'] != 'grid'
             for t in j['result']['trials'] if t['budget'] == 1.0 and not t['failed']]
     full += [j['result']['val'] for j in res['jobs'] if j['kind'] == 'grid']
@@ -131,16 +142,18 @@ def test_tune_benchmark_smoke_and_rerun_from_cache(tmp_path):
     for ext in ('.md', '.json', '.png'):
         assert os.path.exists(out + ext)
     with sqlite3.connect(os.path.join(work, 'trials.sqlite')) as c:
-        n = c.execute('SELECT count(*) FROM trials').fetchone()[0]
+        n = c.execute("SELECT count(*) FROM trials WHERE key NOT LIKE '%-curve|%'").fetchone()[0]
+        n_all = c.execute('SELECT count(*) FROM trials').fetchone()[0]
     # every distinct training once: a FixNorm-tune trial that is also a grid
     # point (lr 0.2, alpha 0.5, full budget) is trained once and shared
     distinct = {('fixnorm', t['lr'], t['alpha'], t['budget']) for t in fn['trials']}
     distinct |= {('wd', t['lr'], t['weight_decay'], 1.0) for t in bo['trials']}
     distinct |= {(j['family'], j['lr'], j['x'], 1.0) for j in res['jobs'] if j['kind'] == 'grid'}
     assert n == len(distinct) and n <= 4 + 5 + 2
+    assert n_all > n  # the early-stopping tuners' curves
     again = tune_benchmark.main(args)  # everything cached: nothing trains again
     with sqlite3.connect(os.path.join(work, 'trials.sqlite')) as c:
-        assert c.execute('SELECT count(*) FROM trials').fetchone()[0] == n
+        assert c.execute('SELECT count(*) FROM trials').fetchone()[0] == n_all
     def numbers(analysis):
         return [{k: v for k, v in r.items() if k != 'cpu_seconds'} for r in analysis['runs']]
     assert numbers(again['analysis']) == numbers(res['analysis'])

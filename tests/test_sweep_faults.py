@@ -367,6 +367,24 @@ def test_an_empty_or_corrupt_storage_is_an_error_not_a_new_sweep(tmp_path):
     TrialStore(f'sqlite:///{good}', 'fixnorm-tune')  # an intact one opens
 
 
+def test_a_storage_on_a_local_disk_is_journaled_ahead_and_one_on_nfs_is_not(tmp_path):
+    from fixnorm_mm.tuning.store import local_filesystem
+    mounts = ('/dev/vda / ext4 rw 0 0\nserver:/export /home nfs4 rw 0 0\n'
+              'tmpfs /home/scratch tmpfs rw 0 0\n')
+    assert local_filesystem('/home/scratch/sweep', mounts)
+    assert not local_filesystem('/home/me/sweep', mounts)
+    assert local_filesystem('/work/sweep', mounts) and not local_filesystem('/x', '')
+    store = TrialStore(default_storage(str(tmp_path)), 'fixnorm-tune')
+    con = sqlite3.connect(str(tmp_path / 'study.db'))
+    try:
+        mode = con.execute('PRAGMA journal_mode').fetchone()[0]
+    finally:
+        con.close()
+    assert mode == ('wal' if local_filesystem(str(tmp_path)) else 'delete')
+    assert store.trials() == []
+    TrialStore(default_storage(str(tmp_path)), 'fixnorm-tune')  # opens again, checked
+
+
 # ------------------------------------------------------------ option checks
 @pytest.mark.parametrize('option,value,message', [
     ('--procs-per-trial', '0', r'procs_per_trial \(--procs-per-trial\) must be an int >= 1, '

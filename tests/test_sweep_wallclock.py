@@ -1,6 +1,6 @@
 """Smoke test of benchmarks/sweep_wallclock.py (the numbers are in docs/tuning.md;
-no timing is asserted here): it runs, its references are Algo 2's, and its
-runs agree with each other."""
+no timing is asserted here): it runs, its references are Algo 2's, its runs
+agree with each other, and its breakdown adds up to the makespan."""
 import importlib.util
 import os.path as osp
 
@@ -43,3 +43,11 @@ def test_benchmark_runs_slots_and_two_workers(monkeypatch, tmp_path):
     assert set(out['workers']['trainings'].values()) == {1}
     assert len(out['workers']['trainings']) == 5 == sum(out['workers']['trials_run'])
     assert min(out['workers']['trials_run']) >= 1
+    # the breakdown walks the critical chain: its parts add up to the makespan, the
+    # training on it is the schedule's (2 slots: round 0's wave, round 1's two waves
+    # of 1 T_max... here K=2: 0.5 + 1 + 1 T_max) and every step took time
+    parts = out['breakdowns'][2]
+    assert sum(parts.values()) == pytest.approx(wall, abs=0.05)
+    assert parts['training'] == pytest.approx(2.5 * 0.4, abs=0.05)
+    assert parts['storage open'] > 0 and parts['storage claims'] > 0
+    assert parts['process start-up'] > 0 and parts['storage result write'] > 0

@@ -49,6 +49,53 @@ def test_lr_probes_reproduce_sec_3_1():
         lr_probes(0.2, 3.2, 0, True)
 
 
+def test_log_probes_are_algo2s_rule_in_log_lr():
+    """Adam-family configs (docs/tuning.md): the same positions as the linear
+    rule, evenly spaced in log(lr); the linear rule is unchanged by default."""
+    round0 = lr_probes(1e-5, 1e-2, 5, first_round=True, scale='log')
+    assert round0 == pytest.approx([10 ** (-5 + 0.6 * i) for i in range(1, 6)], rel=1e-9)
+    assert round0[-1] == 1e-2 and round0[0] > 1e-5  # (lr_min, lr_max], as the linear rule
+    later = lr_probes(1e-5, round0[2], 5, first_round=False, scale='log')  # after 6.3e-4
+    assert later[0] == 1e-5 and later[-1] == round0[2]
+    ratios = [b / a for a, b in zip(later, later[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 4, rel=1e-9)  # geometric, both ends included
+    interior = lr_probes(1e-4, 1e-1, 2, first_round=False, later_rounds='interior', scale='log')
+    assert interior == pytest.approx([1e-3, 1e-2])
+    assert lr_probes(0.2, 3.2, 5, True) == lr_probes(0.2, 3.2, 5, True, scale='linear')
+    with pytest.raises(ValueError, match='a log-scale lr range must start above 0'):
+        lr_probes(0, 1, 5, True, scale='log')
+    with pytest.raises(ValueError, match=r"lr_scale must be one of \('linear', 'log'\)"):
+        FixNormTune(lr_scale='geometric')
+    # Algo 2 on a synthetic objective peaked in log(lr): log-spaced rounds, the alpha
+    # round unchanged, the same cost
+    calls = []
+
+    def objective(lr, alpha, budget):
+        calls.append((lr, alpha, budget))
+        peak = 1e-3 if budget < 1 else 3e-4
+        return 80 - math.log10(lr / peak) ** 2 - 0.1 * math.log2(alpha / 2) ** 2
+    tuner = FixNormTune((1e-5, 1e-2), lr_scale='log')
+    result = tuner.run(objective)
+    assert result.lr_probes[0] == round0 and result.lr_probes[1][0] == 1e-5
+    assert result.lr_probes[1][-1] == round0[2]  # 6.3e-4, the round-0 best, is the bound
+    assert result.best_alpha == 2.0 and result.total_cost == pytest.approx(11.0)
+    assert tuner.known_points(1) == [(1e-5, 0.5, 1.0)]
+
+
+def test_a_trial_the_objective_stops_early_costs_what_it_ran_and_cannot_win():
+    from fixnorm_mm.tuning import TrialPruned
+
+    def objective(lr, alpha, budget):
+        if lr == 2.0:  # the best, stopped after a tenth of T_max
+            raise TrialPruned(0.1 * budget, 99.0, 1)
+        return 70 + 10 * budget - (lr - 2.0) ** 2
+    result = FixNormTune(budgets=(0.2, 1.0), alphas=(0.5,)).run(objective)
+    stopped = [t for t in result.trials if t.pruned]
+    assert [(t.lr, t.budget) for t in stopped] == [(2.0, pytest.approx(0.02))]
+    assert result.best_lr != 2.0 and result.best_metric < 99
+    assert result.total_cost == pytest.approx(4 * 0.2 + 0.02 + 5 * 1.0)
+
+
 def _reachable(lr_range, rule):
     first = lr_probes(*lr_range, 5, True)
     out = set(first)

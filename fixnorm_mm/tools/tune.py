@@ -1,9 +1,11 @@
-"""FixNorm-tune (Algo 2) or BO+WD over real trainings of CONFIG.
+"""FixNorm-tune (Algo 2), BO+WD or ASHA+WD over real trainings of CONFIG.
 
 Every trial is ``python -m fixnorm_mm.tools.train CONFIG`` (under torchrun for
 multi-process trials, under srun on Slurm) with ``--cfg-options`` for its lr,
 alpha (or weight decay) and its schedule shrunk to the trial's budget: trials
-run the installed package, from any folder. Trials live in an Optuna storage,
+run the installed package, from any folder. ASHA+WD's trials run the same
+training with a hook that reports every evaluation to the storage and stops
+the process when Optuna's pruner says so. Trials live in an Optuna storage,
 so the same command, run again after a kill, re-runs nothing that finished,
 and run on several nodes against one RDB URL, shares the work. Results:
 ``<work_dir>/<method>_trials.md|csv``, ``_result.json`` and a PNG like the
@@ -15,6 +17,10 @@ paper's Fig. 5.
     fixnorm-tune fixnorm_mm::coco/retinanet_r50_fpn_fixnorm_90k_coco.py --task coco
     # the BO+WD baseline on the weight-decay config
     fixnorm-tune WD_CONFIG --method bo-wd --n-trials 25
+    # the early-stopping baseline: TPE + Optuna's successive-halving pruner (ASHA)
+    fixnorm-tune WD_CONFIG --method asha-wd --max-cost 25
+    # an AdamW config: log-spaced lr probes in [1e-5, 1e-2] (chosen from the optimizer)
+    fixnorm-tune ADAMW_FIXNORM_CONFIG
 
 (``python -m fixnorm_mm.tools.tune`` and ``tools/fixnorm_tune.py`` are the same tool.)
 
@@ -33,10 +39,11 @@ import sys
 from mmengine.config import DictAction
 
 from fixnorm_mm.tools.configs import resolve_config
-from fixnorm_mm.tuning import (PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES, PAPER_WD_RANGE,
-                               BOWDTune, FixNormTune, SweepConfigError, SweepInterrupted,
-                               TrainingLauncher, TrialStore, default_storage, load_result,
-                               run_bo_wd, run_fixnorm_tune, summary, write_report)
+from fixnorm_mm.tuning import (LR_SCALES, PAPER_ALPHAS, PAPER_BUDGETS, PAPER_LR_RANGES,
+                               PRUNERS, ASHAWDTune, BOWDTune, FixNormTune, SweepConfigError,
+                               SweepInterrupted, TrainingLauncher, TrialStore, default_storage,
+                               load_result, run_asha_wd, run_bo_wd, run_fixnorm_tune,
+                               search_space, summary, write_report)
 from fixnorm_mm.tuning import DEFAULT_WARMUP, WARMUP_RULES  # issue 17 item 4: --warmup
 from fixnorm_mm.tuning.store import StorageError
 
@@ -46,6 +53,10 @@ EXIT_CONFIG = 2
 #: ... and of one whose trials were interrupted (killed) more than --retries
 #: allows (rerun the same command: they resume).
 EXIT_INTERRUPTED = 3
+
+
+#: ``--method`` choices.
+METHODS = ('fixnorm-tune', 'bo-wd', 'asha-wd')
 
 
 def guess_task(config: str) -> str:
@@ -61,13 +72,26 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('config')
-    p.add_argument('--method', choices=['fixnorm-tune', 'bo-wd'], default='fixnorm-tune')
+    p.add_argument('--method', choices=METHODS, default='fixnorm-tune',
+                   help='fixnorm-tune: Algo 2 (FixNorm config); bo-wd: Bayesian optimisation '
+                        'of lr and weight decay, full trainings; asha-wd: TPE over lr and '
+                        'weight decay with early stopping by Optuna\'s successive-halving '
+                        '(ASHA) or Hyperband pruner (both on the weight-decay config)')
     p.add_argument('--task', choices=sorted(PAPER_LR_RANGES),
-                   help='paper defaults for the lr range (default: guessed from the '
-                        'config path, imagenet otherwise)')
+                   help='paper defaults for the lr range of an SGD config (default: guessed '
+                        'from the config path, imagenet otherwise)')
     p.add_argument('--work-dir', help='sweep directory (default: work_dirs/tune/<config>)')
+    g = p.add_argument_group('search space (all methods)')
+    g.add_argument('--lr-range', nargs=2, type=float, metavar=('MIN', 'MAX'),
+                   help='default: the paper\'s range of --task for SGD (e.g. [0.2, 3.2]), '
+                        '[1e-5, 1e-2] for Adam-family optimizers (docs/tuning.md)')
+    g.add_argument('--wd-range', nargs=2, type=float, metavar=('MIN', 'MAX'),
+                   help='weight decay of bo-wd / asha-wd (log scale); default: the paper\'s '
+                        '[1e-5, 5e-4], [1e-4, 0.3] for AdamW')
     g = p.add_argument_group('FixNorm-tune (Algo 2)')
-    g.add_argument('--lr-range', nargs=2, type=float, metavar=('MIN', 'MAX'))
+    g.add_argument('--lr-scale', choices=('auto',) + LR_SCALES, default='auto',
+                   help='spacing of the K lr probes: linear (the paper\'s, SGD) or log '
+                        '(Adam family); auto: chosen from the config\'s optimizer')
     g.add_argument('--k', type=int, default=5, help='learning rates per round (K)')
     g.add_argument('--budgets', nargs='+', type=float, default=list(PAPER_BUDGETS),
                    help='T_r of each lr round as fractions of T_max (N = their number)')
@@ -78,13 +102,29 @@ def parse_args(argv=None):
     g.add_argument('--warmup', choices=list(WARMUP_RULES), default=DEFAULT_WARMUP,
                    help='warm-up of shortened trials: scaled with the schedule (default) or '
                         'kept at its absolute length (docs/tuning.md)')
-    g = p.add_argument_group('BO+WD')
-    g.add_argument('--wd-range', nargs=2, type=float, default=list(PAPER_WD_RANGE))
-    g.add_argument('--n-trials', type=int, default=25,
-                   help='BO trials (each a full training; the paper spent 25 and 35)')
-    g.add_argument('--sampler', choices=['gp', 'tpe'], default='gp')
-    g.add_argument('--n-startup-trials', type=int, default=5)
+    g = p.add_argument_group('BO+WD and ASHA+WD')
+    g.add_argument('--n-trials', type=int,
+                   help='trials to finish (bo-wd: 25, each a full training, the paper spent '
+                        '25 and 35; asha-wd: 100, completed or pruned)')
+    g.add_argument('--sampler', choices=['gp', 'tpe'],
+                   help='bo-wd: gp (default) or tpe; asha-wd: tpe')
+    g.add_argument('--n-startup-trials', type=int,
+                   help='random trials before the model proposes (bo-wd 5, asha-wd 10: '
+                        'Optuna\'s TPE default)')
     g.add_argument('--seed', type=int, default=0)
+    g = p.add_argument_group('ASHA+WD (early stopping)')
+    g.add_argument('--pruner', choices=PRUNERS, default='sha',
+                   help='Optuna\'s SuccessiveHalvingPruner (asynchronous SHA, default) or '
+                        'HyperbandPruner')
+    g.add_argument('--reduction-factor', type=int,
+                   help='keep the best 1/r at each rung (default: Optuna\'s, 4 for sha, 3 '
+                        'for hyperband)')
+    g.add_argument('--min-resource', type=int,
+                   help='step of the first rung, in the training loop\'s unit (default: the '
+                        'config\'s first evaluation)')
+    g.add_argument('--max-cost', type=float,
+                   help='also stop once the finished trials cost this many T_max (a pruned '
+                        'trial costs what it ran)')
     g = p.add_argument_group('trials')
     g.add_argument('--lr-key', default='optim_wrapper.optimizer.lr')
     g.add_argument('--alpha-key', help='config key of the FixNorm layer\'s alpha (default: '
@@ -127,6 +167,27 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def make_tuner(args, space):
+    """The tuner of ``args.method`` on ``space`` (ValueError naming the option)."""
+    if args.method == 'fixnorm-tune':
+        return FixNormTune(space.lr_range, args.k, args.budgets, args.alphas,
+                           later_rounds=args.later_rounds, lr_scale=space.lr_scale)
+    if args.method == 'bo-wd':
+        return BOWDTune(space.lr_range, space.wd_range, 25 if args.n_trials is None
+                        else args.n_trials, sampler=args.sampler or 'gp',
+                        n_startup_trials=5 if args.n_startup_trials is None
+                        else args.n_startup_trials, seed=args.seed)
+    if args.sampler not in (None, 'tpe'):
+        raise ValueError(f'--sampler {args.sampler}: asha-wd samples with TPE (Optuna\'s '
+                         'pruners work with TPE); leave --sampler out')
+    return ASHAWDTune(space.lr_range, space.wd_range,
+                      100 if args.n_trials is None else args.n_trials,
+                      max_cost=args.max_cost, pruner=args.pruner,
+                      min_resource=args.min_resource, reduction_factor=args.reduction_factor,
+                      n_startup_trials=10 if args.n_startup_trials is None
+                      else args.n_startup_trials, seed=args.seed)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.config = resolve_config(args.config)
@@ -149,24 +210,24 @@ def main(argv=None) -> int:
         TrialStore.check_options(**store_kwargs)
         if args.retries < 0:
             raise ValueError(f'--retries must be >= 0, got {args.retries}')
-        lr_range = args.lr_range or PAPER_LR_RANGES[task]
-        if args.method == 'fixnorm-tune':
-            tuner = FixNormTune(lr_range, args.k, args.budgets, args.alphas,
-                                later_rounds=args.later_rounds)
-        else:
-            tuner = BOWDTune(lr_range, args.wd_range, args.n_trials, sampler=args.sampler,
-                             n_startup_trials=args.n_startup_trials, seed=args.seed)
+        space = search_space(launcher.cfg, task, args.lr_range, args.lr_scale, args.wd_range)
+        tuner = make_tuner(args, space)
     except ValueError as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return EXIT_CONFIG
+    print(f'[{args.method}] search space of {osp.basename(args.config)}: '
+          f'{space.describe(args.method)}')
     try:
         if args.method == 'fixnorm-tune':
             result = run_fixnorm_tune(tuner, launcher, work_dir, storage, study, args.lr_key,
                                       args.alpha_key, retry_failed=args.retry_failed,
                                       retries=args.retries, **store_kwargs)
-        else:
+        elif args.method == 'bo-wd':
             result = run_bo_wd(tuner, launcher, work_dir, storage, study, args.lr_key,
                                args.wd_key, retries=args.retries, **store_kwargs)
+        else:
+            result = run_asha_wd(tuner, launcher, work_dir, storage, study, args.lr_key,
+                                 args.wd_key, retries=args.retries, **store_kwargs)
     except (SweepConfigError, StorageError) as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return EXIT_CONFIG

@@ -39,17 +39,25 @@ class BOWDTune:
                  wd_range: Sequence[float] = PAPER_WD_RANGE, n_trials: int = 25,
                  budget: float = 1.0, sampler: str = 'gp', n_startup_trials: int = 5,
                  seed: int = 0) -> None:
-        self.lr_range = check_range('lr_range', lr_range)
-        self.wd_range = check_range('wd_range', wd_range)
+        who = type(self).__name__
+        self.lr_range = check_range('lr_range (--lr-range)', lr_range)
+        self.wd_range = check_range('wd_range (--wd-range)', wd_range)
         if self.lr_range[0] <= 0 or self.wd_range[0] <= 0:
-            raise ValueError('BOWDTune: lr_range and wd_range are searched on a log scale and '
-                             f'must be > 0, got {lr_range}, {wd_range}')
-        if not isinstance(n_trials, int) or n_trials < 1:
-            raise ValueError(f'BOWDTune: n_trials must be an int >= 1, got {n_trials!r}')
+            raise ValueError(f'{who}: lr_range (--lr-range) and wd_range (--wd-range) are '
+                             f'searched on a log scale and must be > 0, got {lr_range}, '
+                             f'{wd_range}')
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise ValueError(f'{who}: n_trials (--n-trials) must be an int >= 1, '
+                             f'got {n_trials!r}')
+        if isinstance(n_startup_trials, bool) or not isinstance(n_startup_trials, int) \
+                or n_startup_trials < 0:
+            raise ValueError(f'{who}: n_startup_trials (--n-startup-trials) must be an int '
+                             f'>= 0, got {n_startup_trials!r}')
         if not 0 < budget <= 1:
-            raise ValueError(f'BOWDTune: budget must be in (0, 1], got {budget!r}')
+            raise ValueError(f'{who}: budget must be in (0, 1], got {budget!r}')
         if sampler not in ('gp', 'tpe'):
-            raise ValueError(f"BOWDTune: sampler must be 'gp' or 'tpe', got {sampler!r}")
+            raise ValueError(f"{who}: sampler (--sampler) must be 'gp' or 'tpe', "
+                             f'got {sampler!r}')
         self.n_trials, self.budget = n_trials, float(budget)
         self.sampler, self.n_startup_trials, self.seed = sampler, n_startup_trials, seed
 

@@ -30,11 +30,20 @@ with step (lr_max - lr_min) / (K + 1), also yields 1.4 and 0.5 in Sec. 3.1, but
 cannot produce the 0.35 and 0.65 of Table 2 (MobileNetV2 350 epochs,
 MobileNetV2x1.54*), which the paper says were tuned with the same setup; the
 inclusive rule reaches every lr of Tables 2-5. docs/tuning.md has the table.
+
+The paper tunes SGD, whose good learning rates span about one decade, so its
+"uniform" sample is linear. An Adam-family optimizer's good learning rates
+span several decades (1e-5 for fine-tuning to 1e-2), where a linear grid would
+put all K probes in the top decade (2e-3 .. 1e-2 from [1e-5, 1e-2]).
+``lr_scale='log'`` (our choice, docs/paper_departures.md) applies the same
+rule to log(lr): the same positions, the same inclusive or interior later
+rounds, geometric steps. :mod:`fixnorm_mm.tuning.search_space` picks the
+scale from the config's optimizer.
 """
 import math
 from typing import Callable, Iterable, List, Optional, Sequence
 
-from .trial import Trial, TuneResult, call_objective, check_range
+from .trial import Trial, TrialPruned, TuneResult, call_objective, check_range
 
 #: alpha candidates of the paper (Sec. 3, App. D.2, D.3).
 PAPER_ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -53,10 +62,21 @@ def _clean(x: float) -> float:
 
 #: How a round after the first splits (lr_min, lr_max]; see the module docstring.
 LATER_ROUND_RULES = ('inclusive', 'interior')
+#: Where the probes are evenly spaced: in lr (the paper, SGD) or in log(lr) (Adam).
+LR_SCALES = ('linear', 'log')
+
+
+def check_lr_scale(lr_scale: str, lr_range: Sequence[float], who: str = 'lr_scale') -> str:
+    """``lr_scale`` if it is one of :data:`LR_SCALES` and fits ``lr_range``."""
+    if lr_scale not in LR_SCALES:
+        raise ValueError(f'{who} must be one of {LR_SCALES}, got {lr_scale!r}')
+    if lr_scale == 'log' and not float(lr_range[0]) > 0:
+        raise ValueError(f'{who}: a log-scale lr range must start above 0, got {tuple(lr_range)}')
+    return lr_scale
 
 
 def lr_probes(lr_min: float, lr_max: float, k: int, first_round: bool,
-              later_rounds: str = 'inclusive') -> List[float]:
+              later_rounds: str = 'inclusive', scale: str = 'linear') -> List[float]:
     """The learning rates of one round of Algo 2 (line 2), ascending.
 
     First round: ``lr_min + i * (lr_max - lr_min) / K`` for i = 1..K, i.e.
@@ -67,22 +87,30 @@ def lr_probes(lr_min: float, lr_max: float, k: int, first_round: bool,
     ``lr_min + i * (lr_max - lr_min) / (K + 1)`` for i = 1..K.
     A range that has collapsed to one point (lr_min won the last round) gives
     that single lr: probing it K times would cost K trials and say nothing new.
+
+    ``scale='log'``: the same positions in log(lr), i.e. ``lr_min * (lr_max /
+    lr_min) ** (i / K)`` for round 0 and so on (Adam-family optimizers).
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f'K must be an int >= 1, got {k!r}')
     if later_rounds not in LATER_ROUND_RULES:
         raise ValueError(f'later_rounds must be one of {LATER_ROUND_RULES}, got {later_rounds!r}')
+    check_lr_scale(scale, (lr_min, lr_max), 'lr_probes: scale')
     if not first_round and lr_max == lr_min:
         return [_clean(lr_min)]
     lr_min, lr_max = check_range('lr range', (lr_min, lr_max))
     if first_round:
-        step, first = (lr_max - lr_min) / k, 1
+        n, first = k, 1
     elif later_rounds == 'interior':
-        step, first = (lr_max - lr_min) / (k + 1), 1
+        n, first = k + 1, 1
     else:
         if k == 1:
             return [_clean(lr_max)]
-        step, first = (lr_max - lr_min) / (k - 1), 0
+        n, first = k - 1, 0
+    if scale == 'log':
+        ratio = lr_max / lr_min
+        return [_clean(lr_min * ratio ** (i / n)) for i in range(first, first + k)]
+    step = (lr_max - lr_min) / n
     return [_clean(lr_min + i * step) for i in range(first, first + k)]
 
 
@@ -98,6 +126,10 @@ class FixNormTune:
         later_rounds: how rounds after the first sample their range,
             ``'inclusive'`` (default, reproduces all the paper's lrs) or
             ``'interior'`` (see :func:`lr_probes`).
+        lr_scale: ``'linear'`` (default: the paper's probes, for SGD) or
+            ``'log'`` (evenly spaced in log(lr), for Adam-family optimizers;
+            :func:`~fixnorm_mm.tuning.search_space.search_space` chooses it
+            from a config).
 
     ``objective(lr, alpha, budget_fraction)`` trains and returns the metric
     (higher is better); see :mod:`fixnorm_mm.tuning.trial`.
@@ -107,8 +139,9 @@ class FixNormTune:
     def __init__(self, lr_range: Sequence[float] = PAPER_LR_RANGES['imagenet'], K: int = 5,
                  budgets: Sequence[float] = PAPER_BUDGETS,
                  alphas: Sequence[float] = PAPER_ALPHAS,
-                 later_rounds: str = 'inclusive') -> None:
+                 later_rounds: str = 'inclusive', lr_scale: str = 'linear') -> None:
         self.lr_range = check_range('lr_range', lr_range)
+        self.lr_scale = check_lr_scale(lr_scale, self.lr_range, 'FixNormTune: lr_scale')
         if not isinstance(K, int) or isinstance(K, bool) or K < 1:
             raise ValueError(f'FixNormTune: K must be an int >= 1, got {K!r}')
         self.K = K
@@ -165,7 +198,10 @@ class FixNormTune:
         """Run Algo 2.
 
         Args:
-            objective: ``objective(lr, alpha, budget_fraction) -> metric``.
+            objective: ``objective(lr, alpha, budget_fraction) -> metric``. It
+                may stop a trial early by raising :class:`TrialPruned` (a
+                benchmark's early-stopping variant): the trial costs what it
+                ran and cannot win its round.
             map: evaluates one round's independent trials, ``map(fn, items)``;
                 pass ``ThreadPoolExecutor(n).map`` to run them in parallel.
             callback: called with each :class:`Trial` once it is recorded.
@@ -181,14 +217,19 @@ class FixNormTune:
         probes: List[List[float]] = []
 
         def fn(p):
-            return call_objective(objective, *p)
+            try:
+                return call_objective(objective, *p)
+            except TrialPruned as e:  # stopped early by the objective: costs what it ran
+                return e.metric, False, dict(e.info, pruned_budget=e.budget)
 
         def evaluate(points: Iterable[tuple], round_) -> List[Trial]:
             points = list(points)
             outs = list(map(fn, points))
             done = []
             for (lr, alpha, budget), (metric, failed, info) in zip(points, outs):
-                t = Trial(self.method, round_, lr, budget, metric, failed, alpha=alpha, info=info)
+                ran = info.pop('pruned_budget', None)
+                t = Trial(self.method, round_, lr, budget if ran is None else ran, metric,
+                          failed, alpha=alpha, info=info, pruned=ran is not None)
                 trials.append(t)
                 done.append(t)
                 if callback is not None:
@@ -201,7 +242,7 @@ class FixNormTune:
         lr_min, lr_max = self.lr_range
         for r, budget in enumerate(self.budgets):                       # line 1
             lrs = lr_probes(lr_min, lr_max, self.K, first_round=(r == 0),
-                            later_rounds=self.later_rounds)              # line 2
+                            later_rounds=self.later_rounds, scale=self.lr_scale)  # line 2
             probes.append(lrs)
             if prefetch is not None:
                 prefetch(fn, self.known_points(r + 1))
@@ -226,7 +267,7 @@ class FixNormTune:
 
 
 def _argmax(trials: List[Trial]) -> Optional[Trial]:
-    ok = [t for t in trials if not t.failed]
+    ok = [t for t in trials if not t.failed and not t.pruned]
     if not ok:
         return None
     return max(ok, key=lambda t: t.metric)  # max keeps the first of equal values

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..engine.checkpoint_hook import find_resumable_checkpoint
 from ..tools.dist import srun_command, torchrun_command
 from .schedule import DEFAULT_WARMUP, check_warmup_rule, scale_schedule
-from .trial import SweepConfigError, TrialFailed, TrialInterrupted, TrialOutcome
+from .trial import SweepConfigError, TrialFailed, TrialInterrupted, TrialOutcome, TrialPruned
 
 #: Metrics that OpenMMLab tasks log at evaluation, by preference (mmpretrain,
 #: mmdet, mmseg); ``--metric`` names any other.
@@ -41,6 +41,9 @@ KNOWN_METRICS = ('accuracy/top1', 'coco/bbox_mAP', 'mIoU')
 #: The module every trial runs (``python -m``, same interpreter and environment
 #: as the sweep, so the same ``fixnorm_mm``): the package's training tool.
 TRAIN_MODULE = 'fixnorm_mm.tools.train'
+#: ... and what a trial that reports its evaluations to an early-stopping tuner
+#: runs instead: the same tool with :class:`~fixnorm_mm.tuning.pruning.TrialReportHook`.
+REPORT_MODULE = 'fixnorm_mm.tuning.pruning'
 
 
 def format_option(value: Any) -> str:
@@ -355,6 +358,10 @@ class TrainingLauncher:
         warmup: how a budget treats the warm-up, ``'scaled'`` (default) or
             ``'absolute'`` (:func:`~fixnorm_mm.tuning.schedule.scale_schedule`,
             docs/tuning.md).
+        report_module: the module of a trial that reports its evaluations
+            (:meth:`run` with ``report``); default :data:`REPORT_MODULE`, or
+            ``train_module`` when that is not the package's tool (it must then
+            report itself).
     """
 
     def __init__(self, config: str, metric: Optional[str] = None,
@@ -363,7 +370,7 @@ class TrainingLauncher:
                  parallel: Optional[int] = None, partition: Optional[str] = None,
                  gpus_per_node: int = 8, cpus_per_task: int = 5, srun_args: str = '',
                  python: str = sys.executable, train_module: str = TRAIN_MODULE,
-                 warmup: str = DEFAULT_WARMUP) -> None:
+                 warmup: str = DEFAULT_WARMUP, report_module: Optional[str] = None) -> None:
         from mmengine.config import Config
         if launcher not in ('none', 'slurm'):
             raise ValueError(f"TrainingLauncher: launcher (--launcher) must be 'none' or "
@@ -384,6 +391,8 @@ class TrainingLauncher:
             self.cfg.merge_from_dict(self.cfg_options)
         self.metric, self.launcher, self.python = metric, launcher, python
         self.train_module = train_module
+        self.report_module = report_module or (
+            REPORT_MODULE if train_module == TRAIN_MODULE else train_module)
         self.partition, self.gpus_per_node = partition, gpus_per_node
         self.cpus_per_task, self.srun_args = cpus_per_task, srun_args
         if launcher == 'slurm' and not partition:
@@ -444,8 +453,10 @@ class TrainingLauncher:
 
     # ---------------------------------------------------------------- command
     def command(self, work_dir: str, options: Dict[str, Any], resume: bool,
-                gpus: Optional[Sequence[str]]) -> Tuple[List[str], Dict[str, str]]:
-        """argv and environment of one trial."""
+                gpus: Optional[Sequence[str]], module: Optional[str] = None
+                ) -> Tuple[List[str], Dict[str, str]]:
+        """argv and environment of one trial (``module``: default the train module)."""
+        module = module or self.train_module
         env = dict(os.environ, PYTHONUNBUFFERED='1')
         # the sweep's own overrides first, the trial's (schedule, lr, alpha) last
         options = dict(self.cfg_options, **options)
@@ -456,7 +467,7 @@ class TrainingLauncher:
             n = max(1, self.gpus_per_trial or self.procs_per_trial)
             per_node = min(n, self.gpus_per_node) if self.gpus_per_trial else n
             argv = srun_command(
-                self.train_module,
+                module,
                 [self.config, f'--work-dir={work_dir}', '--launcher=slurm'] + args,
                 partition=self.partition, job_name='tune-' + osp.basename(work_dir),
                 ntasks=n, ntasks_per_node=per_node,
@@ -475,15 +486,16 @@ class TrainingLauncher:
         nproc = len(gpus) if gpus is not None else self.procs_per_trial
         script_args = [self.config, '--work-dir', work_dir]
         if nproc > 1:
-            argv = torchrun_command(self.train_module,
+            argv = torchrun_command(module,
                                     script_args + ['--launcher', 'pytorch'] + args, nproc,
                                     port=_free_port(), python=self.python)
         else:
-            argv = [self.python, '-m', self.train_module] + script_args + args
+            argv = [self.python, '-m', module] + script_args + args
         return argv, env
 
     # -------------------------------------------------------------------- run
-    def run(self, work_dir: str, options: Dict[str, Any], resume: bool = False) -> TrialOutcome:
+    def run(self, work_dir: str, options: Dict[str, Any], resume: bool = False,
+            report: Optional[Dict[str, Any]] = None) -> TrialOutcome:
         """Train once; the metric, or why there is none.
 
         Raises :class:`TrialFailed` (a result: a Python error, a crash, NaN),
@@ -494,13 +506,21 @@ class TrainingLauncher:
 
         ``resume``: continue from the newest complete checkpoint of the
         work_dir, if there is one (an earlier attempt was interrupted).
+
+        ``report``: where the trial reports each evaluation (an Optuna trial:
+        ``storage``, ``study_name``, ``trial_number``, ``pruner``; ASHA+WD).
+        It then runs :attr:`report_module`, and a trial its pruner stops
+        raises :class:`TrialPruned` with the fraction of T_max it ran.
         """
+        from .pruning import PRUNED_FILE, REPORT_ENV, read_pruned
         work_dir = osp.abspath(work_dir)
         os.makedirs(work_dir, exist_ok=True)
         log_path = osp.join(work_dir, 'trial.log')
         # a save that an earlier attempt did not finish: not a checkpoint, and it
-        # would make this attempt look as if it died while saving
-        for tmp in glob.glob(osp.join(work_dir, '.*.pth.tmp')):
+        # would make this attempt look as if it died while saving; an earlier
+        # attempt's pruning note says nothing about this attempt
+        for tmp in glob.glob(osp.join(work_dir, '.*.pth.tmp')) + glob.glob(
+                osp.join(work_dir, PRUNED_FILE)):
             os.remove(tmp)
         resume = resume and find_resumable_checkpoint(work_dir)[0] is not None
         info: Dict[str, Any] = dict(work_dir=work_dir, log=log_path)
@@ -508,7 +528,10 @@ class TrainingLauncher:
             raise TrialInterrupted(f'not started: {self._stopping}', retry_now=False, **info)
         gpus = self._slots.get()
         try:
-            argv, env = self.command(work_dir, options, resume, gpus)
+            argv, env = self.command(work_dir, options, resume, gpus,
+                                     self.report_module if report else None)
+            if report:
+                env[REPORT_ENV] = json.dumps(dict(report, metric=self.metric))
             with open(log_path, 'a') as log:
                 log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")} '
                           f'{"resumed" if resume else "started"}: {shlex.join(argv)}\n')
@@ -531,6 +554,10 @@ class TrainingLauncher:
                         self._procs.pop(proc.pid, None)
         finally:
             self._slots.put(gpus)
+        pruned = read_pruned(work_dir) if rc != 0 and report else None
+        if pruned is not None:  # stopped by its tuner: a result, neither a kill nor a failure
+            info.update(returncode=rc, metric_name=pruned['metric_name'])
+            raise TrialPruned(pruned['budget'], pruned['metric'], pruned['step'], **info)
         if rc != 0:
             kind, reason, more = classify_exit(rc, attempt_log(log_path), work_dir)
             info.update(more)

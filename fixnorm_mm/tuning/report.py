@@ -1,8 +1,8 @@
 """Tables and Fig. 5-like plots of finished sweeps.
 
 ``write_report(out_dir, results)`` writes, for each method, ``<method>_trials.md``
-and ``.csv`` (one row per trial: round, lr, alpha/wd, budget, metric,
-work_dir), ``<method>_result.json`` (everything, re-readable with
+and ``.csv`` (one row per trial: round, lr, alpha/wd, budget (what a pruned
+trial ran), metric, work_dir), ``<method>_result.json`` (everything, re-readable with
 :func:`load_result`), and one PNG (matplotlib, Agg) with the panels of the
 paper's Fig. 5: metric vs lr per lr round, metric vs alpha at lr_best, and
 the best full-budget metric against the cost spent, for every method given.
@@ -33,12 +33,15 @@ def trials_rows(result: TuneResult) -> List[Dict[str, str]]:
     for i, t in enumerate(result.trials):
         cost += t.cost
         hp = t.alpha if t.weight_decay is None else t.weight_decay
+        metric = ('failed: ' + str(t.info.get('error', ''))[:120]) if t.failed \
+            else _fmt(t.metric, 6)
+        if getattr(t, 'pruned', False):
+            metric = f'pruned at step {t.info.get("pruned_step", "?")}: {metric}'
         rows.append({
             '#': str(i), 'round': str(t.round), 'lr': _fmt(t.lr),
             ('alpha' if t.weight_decay is None else 'weight_decay'): _fmt(hp),
             'budget (T_max)': _fmt(t.budget), 'cost so far': _fmt(cost),
-            'metric': ('failed: ' + str(t.info.get('error', ''))[:120]) if t.failed
-            else _fmt(t.metric, 6),
+            'metric': metric,
             'cached': 'yes' if t.info.get('cached') else '',
             'work_dir': t.info.get('work_dir', ''),
         })
@@ -46,12 +49,14 @@ def trials_rows(result: TuneResult) -> List[Dict[str, str]]:
 
 
 def summary(result: TuneResult, metric_name: str = 'metric') -> str:
-    hp = (f'alpha={_fmt(result.best_alpha)}' if result.best_weight_decay is None
+    hp = (f'alpha={_fmt(result.best_alpha)}' if result.method.startswith('fixnorm')
           else f'weight_decay={_fmt(result.best_weight_decay)}')
     n_failed = sum(t.failed for t in result.trials)
+    n_pruned = sum(getattr(t, 'pruned', False) for t in result.trials)
+    pruned = f', {n_pruned} pruned' if n_pruned else ''
     return (f'{result.method}: best {metric_name} {_fmt(result.best_metric, 6)} at '
             f'lr={_fmt(result.best_lr)}, {hp}; {len(result.trials)} trials '
-            f'({n_failed} failed), total cost {_fmt(result.total_cost)} T_max')
+            f'({n_failed} failed{pruned}), total cost {_fmt(result.total_cost)} T_max')
 
 
 def markdown_table(rows: List[Dict[str, str]]) -> str:

@@ -40,18 +40,22 @@ class TrialScheduler:
         stop: ``stop(why)`` stops the running trainings when the sweep stops
             (:meth:`TrainingLauncher.stop`).
         describe: ``describe(point) -> str`` for messages.
+        prepare: ``prepare(points)``, told the points about to start together
+            before their threads start (the store claims them in one go:
+            :meth:`TrialStore.memoize`).
 
     Use as a context manager; ``map`` and ``prefetch`` go to :meth:`FixNormTune.run`.
     """
 
     def __init__(self, slots: int, poll_interval: float = 5.0,
                  stop: Optional[Callable[[str], None]] = None,
-                 describe: Callable[[Any], str] = str) -> None:
+                 describe: Callable[[Any], str] = str,
+                 prepare: Optional[Callable[[List[Any]], None]] = None) -> None:
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise ValueError(f'TrialScheduler: slots (--parallel) must be an int >= 1, '
                              f'got {slots!r}')
         self.slots, self.poll_interval = slots, float(poll_interval)
-        self._stop, self._describe = stop, describe
+        self._stop, self._describe, self._prepare = stop, describe, prepare
         self._pool = ThreadPoolExecutor(slots, thread_name_prefix='trial')
         self._running: Dict[Any, Future] = {}
         self._early: Dict[Any, Any] = {}  # results of trials started ahead of their round
@@ -122,21 +126,20 @@ class TrialScheduler:
 
     def _start(self, fn, todo, got, not_before, ahead: bool) -> None:
         now = time.monotonic()
-        for p in todo:
-            if len(self._running) >= self.slots:
-                return
-            if p in got or p in self._running or not_before.get(p, 0) > now:
-                continue
-            self._submit(fn, p)
-        if not ahead:
-            return
-        for fn_ahead, p in list(self._ahead):
-            if len(self._running) >= self.slots:
-                return
-            self._ahead.remove((fn_ahead, p))
-            if p in todo or p in self._running or p in self._early:
-                continue
-            self._submit(fn_ahead, p)
+        free = self.slots - len(self._running)
+        batch = [(fn, p) for p in todo if p not in got and p not in self._running
+                 and not_before.get(p, 0) <= now][:free]
+        if ahead:
+            for fn_ahead, p in list(self._ahead):
+                if len(batch) >= free:
+                    break
+                self._ahead.remove((fn_ahead, p))
+                if p not in todo and p not in self._running and p not in self._early:
+                    batch.append((fn_ahead, p))
+        if batch and self._prepare is not None:
+            self._prepare([p for _, p in batch])
+        for f, p in batch:
+            self._submit(f, p)
 
     def _submit(self, fn, p) -> None:
         self.started.append(p)

@@ -116,7 +116,8 @@ def check_sqlite_storage(path: str, wait: float = 5.0) -> None:
         problem = f'not an SQLite database (it starts with {header[:16]!r})'
     else:
         try:
-            con = sqlite3.connect(f'file:{path}?mode=ro', uri=True, timeout=120)
+            # read-write (creating nothing): a WAL-mode file may need its -shm file
+            con = sqlite3.connect(f'file:{path}?mode=rw', uri=True, timeout=120)
             try:
                 rows = con.execute('PRAGMA quick_check').fetchall()
             finally:
@@ -128,6 +129,54 @@ def check_sqlite_storage(path: str, wait: float = 5.0) -> None:
     if problem:
         raise StorageError(f'the sweep storage {path} ({size} bytes) is {problem}. Restore it, '
                          'or delete it to start the sweep from scratch.')
+
+
+#: File systems on which SQLite's write-ahead log is unsafe (it needs shared
+#: memory between the processes that open the file: one host, a local disk).
+NETWORK_FILESYSTEMS = ('nfs', 'nfs4', 'cifs', 'smb', 'smb3', 'smbfs', 'lustre', 'gpfs',
+                       'beegfs', 'ceph', 'glusterfs', 'fuse.glusterfs', 'fuse.sshfs', '9p',
+                       'afs', 'ocfs2', 'panfs', 'fuse.s3fs', 'fuse.gcsfuse', 'wekafs')
+
+
+def local_filesystem(path: str, mounts: Optional[str] = None) -> bool:
+    """Whether ``path`` lies on a local file system (Linux: the text of
+    /proc/self/mounts, or ``mounts``); False where that cannot be told."""
+    if mounts is None:
+        try:
+            with open('/proc/self/mounts') as f:
+                mounts = f.read()
+        except OSError:
+            return False
+    mounts = [line.split()[1:3] for line in mounts.splitlines() if len(line.split()) > 2]
+    path = os.path.realpath(path)
+    best, kind = '', None
+    for point, fstype in mounts:
+        point = point.replace('\\040', ' ')
+        inside = path == point or path.startswith(point.rstrip('/') + '/')
+        if inside and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind is not None and kind not in NETWORK_FILESYSTEMS
+
+
+def _sqlite_write_ahead(engine, path: str) -> None:
+    """Journal an SQLite storage on a local disk in WAL mode with
+    ``synchronous=NORMAL``: a commit is an append to the log, with no fsync
+    (the log is synced at checkpoints), where the default rollback journal
+    costs two fsyncs per commit, and a sweep commits a few times per trial,
+    one trial after the other, on its critical path (docs/tuning.md). A
+    killed process loses nothing it committed; a power cut may lose the last
+    commits, never the file. The mode stays with the file (its ``-wal`` and
+    ``-shm`` files live beside it while it is open)."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute('PRAGMA synchronous=NORMAL')
+        cursor.close()
+    event.listen(engine, 'connect', on_connect)
+    engine.dispose()  # connections made before the listener get it too
+    with engine.connect() as connection:
+        connection.exec_driver_sql('PRAGMA journal_mode=WAL')
 
 
 def default_storage(work_dir: str) -> str:
@@ -151,10 +200,12 @@ class TrialStore:
             host counts as dead.
         poll_interval: seconds between looks at a trial another worker runs.
         sampler: Optuna sampler of the study (BO+WD); None for FixNorm-tune.
+        pruner: Optuna pruner of the study (ASHA+WD).
     """
 
     def __init__(self, storage: str, study_name: str, heartbeat_interval: int = 60,
-                 grace_period: int = 300, poll_interval: float = 5.0, sampler=None) -> None:
+                 grace_period: int = 300, poll_interval: float = 5.0, sampler=None,
+                 pruner=None) -> None:
         import warnings
 
         import optuna
@@ -168,6 +219,9 @@ class TrialStore:
         self._optuna = optuna
         engine_kwargs = {}
         path = sqlite_path(storage)
+        # a file this call creates has this Optuna's schema: checking it against
+        # Optuna's migration scripts would only read those scripts (~0.3 s)
+        fresh = path is not None and not os.path.exists(path)
         if path is not None:
             check_sqlite_storage(path)
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -177,10 +231,11 @@ class TrialStore:
             try:
                 self.storage = RDBStorage(storage, engine_kwargs=engine_kwargs,
                                           heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period)
+                                          grace_period=grace_period,
+                                          skip_compatibility_check=fresh)
                 self.study = optuna.create_study(storage=self.storage, study_name=study_name,
                                                  direction='maximize', load_if_exists=True,
-                                                 sampler=sampler)
+                                                 sampler=sampler, pruner=pruner)
                 break
             except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
                 # workers started together race to create the schema of a new
@@ -192,6 +247,8 @@ class TrialStore:
             except sqlalchemy.exc.DatabaseError as e:
                 raise StorageError(f'the sweep storage {storage} cannot be read: {e.orig}. '
                                  'Restore it, or start the sweep in a new storage.') from None
+        if path is not None and local_filesystem(os.path.dirname(os.path.abspath(path))):
+            _sqlite_write_ahead(self.storage.engine, path)
         self.study_id = self.storage.get_study_id_from_name(study_name)
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
@@ -292,44 +349,80 @@ class TrialStore:
                 and t.number not in self._retired]
 
     def claim(self, key: str, params: Dict[str, float], attrs: Dict[str, Any]
-              ) -> Tuple[str, Any]:
+              ) -> Tuple[str, Any, bool]:
         """One step of the claim protocol for ``key``.
 
-        Returns ``('done', frozen_trial)``, ``('busy', frozen_trial)`` (another
-        live worker runs it) or ``('mine', trial_id)`` (run it now).
+        Returns ``('done', frozen_trial, ...)``, ``('busy', frozen_trial, ...)``
+        (another live worker runs it) or ``('mine', trial_id, ...)`` (run it
+        now); the last element says whether an earlier attempt at the key was
+        interrupted (so the run may resume from its checkpoint).
         """
-        with self._claim_lock:  # this process's threads take turns (no SQLite lock waits)
-            return self._claim(key, params, attrs)
+        return self.claim_many([(key, params, attrs)])[0]
 
-    def _claim(self, key: str, params: Dict[str, float], attrs: Dict[str, Any]
-               ) -> Tuple[str, Any]:
+    def claim_many(self, items: List[Tuple[str, Dict[str, float], Dict[str, Any]]]
+                   ) -> List[Tuple[str, Any, bool]]:
+        """:meth:`claim` for several keys ``(key, params, attrs)`` at once: one
+        read of the storage before and one after all the claims, where one
+        claim at a time costs two reads each. A round of Algo 2 claims its
+        trials together (:meth:`memoize`'s ``prepare``), so the last of them
+        starts that much sooner (docs/tuning.md, "Wall-clock")."""
+        with self._claim_lock:  # this process's threads take turns (no SQLite lock waits)
+            return self._claim_many(items)
+
+    def _claim_many(self, items) -> List[Tuple[str, Any, bool]]:
         from optuna.distributions import FloatDistribution
         from optuna.trial import TrialState, create_trial
-        if time.monotonic() - self._last_reap >= self.poll_interval:
-            self.reap_dead()  # not at every claim: each look costs the storage a query
-        same = self._by_key(key)
-        done = [t for t in same if self.is_finished(t)]
-        if done:
-            return 'done', done[-1]
-        running = [t for t in same if t.state == TrialState.RUNNING]
-        if running:
-            return 'busy', running[0]
-        template = create_trial(
-            state=TrialState.RUNNING, params=params,
-            # no sampler proposes these values: a point distribution records them
-            distributions={k: FloatDistribution(v, v) for k, v in params.items()},
-            user_attrs=dict(attrs, key=key, **self.owner_attrs()))
-        trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
-        mine = self.storage.get_trial_number_from_id(trial_id)
+
+        def by_key():
+            out: Dict[str, list] = {}
+            for t in self.trials():
+                if t.number not in self._retired and 'key' in t.user_attrs:
+                    out.setdefault(t.user_attrs['key'], []).append(t)
+            return out
+        trials = by_key()
+        if time.monotonic() - self._last_reap >= self.poll_interval and any(
+                t.state == TrialState.RUNNING for key, _, _ in items for t in trials.get(key, ())):
+            # is a busy trial's worker alive? Only asked when a trial is busy (and
+            # not more often than every poll_interval): each look costs queries,
+            # and the sweep's start has looked already (run_fixnorm_tune)
+            if self.reap_dead():
+                trials = by_key()
+        results: List[Any] = [None] * len(items)
+        created = {}
+        owner = self.owner_attrs()
+        for i, (key, params, attrs) in enumerate(items):
+            same = trials.get(key, [])
+            interrupted = any(t.state == TrialState.FAIL and 'error' not in t.user_attrs
+                              for t in same)
+            done = [t for t in same if self.is_finished(t)]
+            running = [t for t in same if t.state == TrialState.RUNNING]
+            if done:
+                results[i] = ('done', done[-1], interrupted)
+            elif running or key in created:
+                results[i] = ('busy', running[0] if running else None, interrupted)
+            else:
+                template = create_trial(
+                    state=TrialState.RUNNING, params=params,
+                    # no sampler proposes these values: a point distribution records them
+                    distributions={k: FloatDistribution(v, v) for k, v in params.items()},
+                    user_attrs=dict(attrs, key=key, **owner))
+                created[key] = (i, self.storage.create_new_trial(self.study_id,
+                                                                 template_trial=template))
+                results[i] = ('mine', created[key][1], interrupted)
+        if not created:
+            return results
         # read back: a claim made before ours (lower number) that is running or
         # has even finished in the meantime wins; ours then does not count
-        same = self._by_key(key)
-        done = [t for t in same if self.is_finished(t)]
-        earlier = [t for t in same if t.state == TrialState.RUNNING and t.number < mine]
-        if done or earlier:
-            self._fail(trial_id)  # no 'error': a lost race is not a result
-            return ('done', done[-1]) if done else ('busy', earlier[0])
-        return 'mine', trial_id
+        trials = by_key()
+        for key, (i, trial_id) in created.items():
+            same = trials.get(key, [])
+            mine = self.storage.get_trial_number_from_id(trial_id)
+            done = [t for t in same if self.is_finished(t)]
+            earlier = [t for t in same if t.state == TrialState.RUNNING and t.number < mine]
+            if done or earlier:
+                self._fail(trial_id)  # no 'error': a lost race is not a result
+                results[i] = ('done', done[-1], True) if done else ('busy', earlier[0], True)
+        return results
 
     def set_attrs(self, trial_id: int, attrs: Dict[str, Any],
                   stored: Optional[Dict[str, Any]] = None) -> None:
@@ -393,16 +486,35 @@ class TrialStore:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f'TrialStore.memoize: retries (--retries) must be an int >= 0, '
                              f'got {retries!r}')
+        claimed: Dict[str, Tuple[str, Any, bool]] = {}
+        claimed_lock = threading.Lock()
+
+        def prepare(points) -> None:
+            """Claim the trials of ``points`` (argument tuples) together, before
+            they are run (the objective then uses these claims)."""
+            items = []
+            for args in points:
+                key = make_key(*args)
+                with claimed_lock:
+                    if key in claimed:
+                        continue
+                items.append((key,) + tuple(describe(*args)))
+            if items:
+                results = self.claim_many(items)
+                with claimed_lock:
+                    claimed.update((item[0], r) for item, r in zip(items, results))
 
         def objective(*args):
             key = make_key(*args)
             params, attrs = describe(*args)
             attempts = 0
             while True:
-                interrupted = any(t.state.name == 'FAIL' and 'error' not in t.user_attrs
-                                  for t in self._by_key(key))
+                waited = False
                 while True:
-                    status, what = self.claim(key, params, attrs)
+                    with claimed_lock:
+                        early = claimed.pop(key, None)
+                    status, what, interrupted = (early if early is not None and early[0] != 'busy'
+                                                 else self.claim(key, params, attrs))
                     if status == 'done':
                         log(f'{key}: finished before, not re-run')
                         return self.outcome(what)
@@ -411,7 +523,8 @@ class TrialStore:
                     if not wait:
                         raise TrialBusy(key)
                     time.sleep(self.poll_interval)
-                    interrupted = True
+                    waited = True
+                interrupted = interrupted or waited
                 trial_id = what
                 stop = self.heartbeat(trial_id)
                 try:
@@ -437,6 +550,7 @@ class TrialStore:
                     stop()
                 self.finish(trial_id, out.metric, out.info, attrs)
                 return out
+        objective.prepare = prepare
         return objective
 
     @staticmethod

@@ -9,6 +9,7 @@ method.
 import os.path as osp
 from typing import Callable, Optional
 
+from .asha_wd import ASHAWDTune
 from .bo_wd import BOWDTune
 from .fixnorm_tune import FixNormTune
 from .launcher import TrainingLauncher
@@ -17,13 +18,19 @@ from .scheduler import TrialScheduler
 from .store import TrialStore, trial_key
 from .trial import SweepConfigError, Trial, TuneResult
 
+#: The methods whose trials train with weight decay (the baseline configs).
+WEIGHT_DECAY_METHODS = ('bo-wd', 'asha-wd')
+
 
 def _print_trial(log: Callable[[str], None]) -> Callable[[Trial], None]:
     def callback(t: Trial) -> None:
         hp = (f'alpha={t.alpha:g}' if t.weight_decay is None
               else f'weight_decay={t.weight_decay:.3g}')
         res = ('FAILED: ' + str(t.info.get('error'))) if t.failed else f'{t.metric:.6g}'
-        log(f'[{t.method}] round {t.round}: lr={t.lr:.6g} {hp} budget={t.budget:g} -> {res}'
+        if t.pruned:
+            res = f'pruned after {t.budget:.3g} T_max at {res}'
+        where = f'round {t.round}' if t.method == 'fixnorm-tune' else f'trial {t.round}'
+        log(f'[{t.method}] {where}: lr={t.lr:.6g} {hp} budget={t.budget:g} -> {res}'
             + (' (finished before)' if t.info.get('cached') else '')
             + (f"  [{t.info.get('log')}]" if t.failed and t.info.get('log') else ''))
     return callback
@@ -86,10 +93,52 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
         f'{getattr(launcher, "warmup", DEFAULT_WARMUP)}; {launcher.parallel} trial(s) '
         f'at once; storage {storage}')
     with TrialScheduler(launcher.parallel, store.poll_interval, stop=launcher.stop,
-                        describe=lambda p: f'lr={p[0]:g} alpha={p[1]:g} budget={p[2]:g}'
-                        ) as scheduler:
+                        describe=lambda p: f'lr={p[0]:g} alpha={p[1]:g} budget={p[2]:g}',
+                        prepare=objective.prepare) as scheduler:
         return tuner.run(objective, map=scheduler.map, prefetch=scheduler.prefetch,
                          callback=_print_trial(log))
+
+
+def check_weight_decay_config(cfg, method: str) -> None:
+    """A weight-decay baseline (BO+WD, ASHA+WD) needs a config whose optimizer
+    does not fix the norm."""
+    optim_wrapper = cfg.get('optim_wrapper', {})
+    wrapper = str(optim_wrapper.get('type', ''))
+    control = str((optim_wrapper.get('norm_control') or {}).get('type', ''))
+    if wrapper.startswith('FixNorm') or optim_wrapper.get('fixnorm') \
+            or control not in ('', 'WeightDecay'):
+        raise SweepConfigError(f'{method} tunes weight-decay training, but the config\'s '
+                               f'optim_wrapper ({wrapper!r}, norm_control {control!r}) fixes '
+                               'the norm: give the weight-decay baseline config')
+
+
+def evaluation_steps(cfg) -> tuple:
+    """``(first, length, unit)``: the step of a training's first evaluation and
+    its length, in the unit of its loop (``'epoch'`` or ``'iteration'``), from
+    ``train_cfg`` (mmengine's defaults: every epoch; every 1000 iterations).
+    An ASHA+WD trial reports at these steps."""
+    train_cfg = cfg.get('train_cfg') or {}
+    if cfg.get('val_dataloader') is None or cfg.get('val_cfg') is None:
+        raise SweepConfigError('asha-wd needs a training that evaluates: the config has no '
+                               'val_dataloader / val_cfg')
+    if 'max_epochs' in train_cfg:
+        unit, length, interval = 'epoch', int(train_cfg['max_epochs']), train_cfg.get(
+            'val_interval', 1)
+    elif 'max_iters' in train_cfg:
+        unit, length, interval = 'iteration', int(train_cfg['max_iters']), train_cfg.get(
+            'val_interval', 1000)
+    else:
+        raise SweepConfigError('asha-wd: train_cfg has neither max_epochs nor max_iters')
+    begin = int(train_cfg.get('val_begin', 1))
+    first = max(int(interval), -(-begin // int(interval)) * int(interval))
+    if first >= length:
+        raise SweepConfigError(
+            f'asha-wd stops trials at their evaluations, but the config evaluates only at the '
+            f'end of training (train_cfg.val_interval={interval}, val_begin={begin}, '
+            f'max_{"epochs" if unit == "epoch" else "iters"}={length}): no trial could stop '
+            'early. Evaluate more often, e.g. --cfg-options train_cfg.val_interval='
+            f'{max(1, length // 4)}')
+    return first, length, unit
 
 
 def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storage: str,
@@ -103,14 +152,7 @@ def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storag
     run, :class:`SweepInterrupted`. Key and metric mistakes:
     :class:`SweepConfigError`, as for :func:`run_fixnorm_tune`.
     """
-    optim_wrapper = launcher.cfg.get('optim_wrapper', {})
-    wrapper = str(optim_wrapper.get('type', ''))
-    control = str((optim_wrapper.get('norm_control') or {}).get('type', ''))
-    if wrapper.startswith('FixNorm') or optim_wrapper.get('fixnorm') \
-            or control not in ('', 'WeightDecay'):
-        raise ValueError(f'BO+WD tunes weight-decay training, but the config\'s optim_wrapper '
-                         f'({wrapper!r}, norm_control {control!r}) fixes the norm: give the '
-                         'weight-decay baseline config')
+    check_weight_decay_config(launcher.cfg, 'BO+WD')
     launcher.check_key(lr_key, '--lr-key')
     launcher.check_key(wd_key, '--wd-key')
     store = TrialStore(storage, study_name, **store_kwargs)
@@ -144,5 +186,72 @@ def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storag
     log(f'[bo-wd] lr range {tuner.lr_range}, wd range {tuner.wd_range}, {tuner.n_trials} '
         f'trials of {tuner.budget:g} T_max ({done} finished before), sampler {tuner.sampler}; '
         f'{launcher.parallel} trial(s) at once; storage {storage}')
+    return tuner.run(objective, study=store.study, n_jobs=launcher.parallel,
+                     before_trial=before_trial, callback=_print_trial(log), retries=retries)
+
+
+def run_asha_wd(tuner: ASHAWDTune, launcher: TrainingLauncher, work_dir: str, storage: str,
+                study_name: str = 'asha-wd', lr_key: str = 'optim_wrapper.optimizer.lr',
+                wd_key: str = 'optim_wrapper.optimizer.weight_decay', retries: int = 1,
+                log: Callable[[str], None] = print, **store_kwargs) -> TuneResult:
+    """ASHA+WD over real trainings (TPE and Optuna's pruner; :mod:`.asha_wd`).
+
+    Every trial is a full training (``python -m fixnorm_mm.tuning.pruning``)
+    that reports its metric to the storage after each evaluation and exits at
+    once when the pruner stops it (PRUNED, costing the fraction of T_max it
+    ran). The pruner's first rung is the config's first evaluation and
+    Hyperband's last its length (:func:`evaluation_steps`), unless the tuner
+    says otherwise. Kills, failures and mistakes are handled as for BO+WD, but
+    an interrupted trial's point runs again, resuming from its newest
+    checkpoint (in this run up to ``retries`` times, and on every rerun).
+    """
+    import copy
+    check_weight_decay_config(launcher.cfg, 'ASHA+WD')
+    launcher.check_key(lr_key, '--lr-key')
+    launcher.check_key(wd_key, '--wd-key')
+    first, length, unit = evaluation_steps(launcher.cfg)
+    tuner = copy.copy(tuner)
+    if tuner.min_resource is None:
+        tuner.min_resource = first
+    if tuner.max_resource is None:
+        tuner.max_resource = length
+    store = TrialStore(storage, study_name, pruner=tuner.make_pruner(), **store_kwargs)
+    reaped = store.reap_dead()
+    if reaped:
+        log(f'[asha-wd] trials {reaped} were left running by a worker that died')
+    retried = tuner.enqueue_retries(store.study)
+    if retried:
+        log(f'[asha-wd] interrupted trials {retried} run again first, resuming from their '
+            'newest checkpoint')
+    store.study.sampler = tuner.make_sampler(offset=len(store.study.trials))
+
+    def trial_dir(lr, wd):
+        return osp.join(work_dir, 'trials', 'asha-wd', trial_key(lr=lr, wd=wd))
+
+    def before_trial(trial):
+        d = trial_dir(trial.params['lr'], trial.params['weight_decay'])
+        for k, v in dict(store.owner_attrs(), method='asha-wd', work_dir=d,
+                         log=osp.join(d, 'trial.log')).items():
+            trial.set_user_attr(k, v)
+
+    def objective(lr, wd, trial):
+        retry_of = trial.user_attrs.get('retry_of')
+        log(f'[asha-wd] {"resuming" if retry_of is not None else "starting"} trial '
+            f'{trial.number} lr={lr:.4g} weight_decay={wd:.3g} in {trial_dir(lr, wd)}')
+        report = dict(storage=storage, study_name=study_name, trial_number=trial.number,
+                      pruner=tuner.pruner_spec())
+        try:
+            return launcher.run(trial_dir(lr, wd), {lr_key: lr, wd_key: wd},
+                                resume=retry_of is not None, report=report)
+        except SweepConfigError as err:
+            launcher.stop(f'SweepConfigError: {err}')
+            raise
+
+    log(f'[asha-wd] lr range {tuner.lr_range}, wd range {tuner.wd_range}, TPE + '
+        f'{tuner.pruner} pruner {tuner.pruner_spec()} (steps: {unit}s, first evaluation at '
+        f'{first}, training {length}); {tuner.n_trials} trials'
+        + (f' or {tuner.max_cost:g} T_max' if tuner.max_cost else '')
+        + f' ({len(tuner.finished(store.study))} finished before); {launcher.parallel} '
+        f'trial(s) at once; storage {storage}')
     return tuner.run(objective, study=store.study, n_jobs=launcher.parallel,
                      before_trial=before_trial, callback=_print_trial(log), retries=retries)

@@ -55,6 +55,21 @@ class TrialInterrupted(Exception):
         self.info = info
 
 
+class TrialPruned(Exception):
+    """A trial that an early-stopping tuner (ASHA+WD: an Optuna pruner) stopped
+    after one of its evaluations because it looked worse than the others at
+    the same step. That is a result, but not a full training: it is recorded
+    as PRUNED, costs ``budget`` (the fraction of T_max it ran), and its
+    ``metric`` (the last evaluation) can never be the tuner's best, which is
+    a full-budget result.
+    """
+
+    def __init__(self, budget: float, metric: float, step: int, **info: Any) -> None:
+        super().__init__(f'pruned at step {step} ({budget:.3g} T_max): {metric:.6g}')
+        self.budget, self.metric, self.step = float(budget), float(metric), int(step)
+        self.info = dict(info, pruned_step=int(step))
+
+
 class SweepConfigError(ValueError):
     """A mistake every trial of the sweep would hit (a ``--metric`` the runs do
     not log, an ``--lr-key``/``--alpha-key`` that is not in the config): the
@@ -81,7 +96,9 @@ class Trial:
     """One evaluated point: the hyperparameters, the budget it ran for, the result.
 
     ``round`` is the lr round r (0 .. N-1) or ``'alpha'`` for FixNorm-tune's
-    alpha round, and the trial's index for BO+WD.
+    alpha round, and the trial's index for BO+WD and ASHA+WD. A ``pruned``
+    trial (ASHA+WD) was stopped early: ``budget`` is the fraction of T_max it
+    ran, ``metric`` its last evaluation.
     """
     method: str
     round: Union[int, str]
@@ -92,10 +109,12 @@ class Trial:
     alpha: Optional[float] = None
     weight_decay: Optional[float] = None
     info: Dict[str, Any] = field(default_factory=dict)
+    pruned: bool = False
 
     @property
     def cost(self) -> float:
-        """What the trial cost in units of T_max (its budget fraction)."""
+        """What the trial cost in units of T_max (its budget fraction; what a
+        pruned trial ran)."""
         return self.budget
 
     def to_dict(self) -> dict:
@@ -143,12 +162,12 @@ class TuneResult:
         """``(cumulative cost, best metric so far)`` after each trial.
 
         Only trials that ran for the full budget count as "reached": a short
-        trial's metric is not a result one could deploy at T_max.
+        or pruned trial's metric is not a result one could deploy at T_max.
         """
         out, cost, best = [], 0.0, float('-inf')
         for t in self.trials:
             cost += t.cost
-            if not t.failed and t.budget >= full_budget - 1e-12:
+            if not t.failed and not t.pruned and t.budget >= full_budget - 1e-12:
                 best = max(best, t.metric)
             out.append((cost, best))
         return out
