@@ -22,6 +22,7 @@ from fixnorm_mm.convert import build_and_convert, convert_to_fixnorm
 from fixnorm_mm.fold import fold_checkpoint, plain_model_cfg
 from fixnorm_mm.layers import FixNormConv2d, FixNormLinear, WNConv2d, WNLinear
 import rank_dump  # noqa: F401  (registers RankDumpHook)
+from fixnorm_mm.testing.common import set_everywhere
 from fixnorm_mm.testing.toy import ToyNet
 
 
@@ -445,16 +446,7 @@ def _small_query_detector(name):
     model = fixnorm_model_cfg(cfg)
     model.pop('type')
 
-    def visit(node):
-        if isinstance(node, dict):
-            if 'num_classes' in node:
-                node['num_classes'] = 3
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, (list, tuple)):
-            for v in node:
-                visit(v)
-    visit(model)
+    set_everywhere(model, dict(num_classes=3))
     backbone = model['backbone']
     backbone.update(depth=18, base_channels=8, init_cfg=None)
     model['neck']['in_channels'] = [8 * 2 ** i for i in backbone['out_indices']]

@@ -34,7 +34,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .common import innermost_dataset, schedule_length, short_cpu_run
+from .common import innermost_dataset, schedule_length, set_everywhere, short_cpu_run
 
 #: Iterations in one epoch of ImageNet-1k train (1,281,167 images) at the
 #: paper's batch 1024 (16 GPUs x 64, ``ceil(80,073 / 64)`` per GPU): converts
@@ -253,18 +253,8 @@ def _valid_topk(topk, num_classes: int):
 
 
 def _set_num_classes(model: dict, num_classes: int) -> None:
-    def visit(node):
-        if isinstance(node, dict):
-            if 'num_classes' in node:
-                node['num_classes'] = num_classes
-            if 'topk' in node:
-                node['topk'] = _valid_topk(node['topk'], num_classes)
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, (list, tuple)):
-            for v in node:
-                visit(v)
-    visit(model)
+    set_everywhere(model, dict(num_classes=num_classes,
+                               topk=lambda topk: _valid_topk(topk, num_classes)))
 
 
 def _schedule_length(cfg) -> float:

@@ -1,8 +1,23 @@
 """What every task's config shrinker does the same way: the schedule rescaled
 in time, and the runner settings of a short, deterministic CPU run."""
-from typing import Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..tuning.schedule import rescaled_scheduler
+
+
+def set_everywhere(node: Any, values: Dict[str, Any]) -> None:
+    """Set every ``key`` of ``values`` wherever it occurs in the nested dicts
+    and lists of ``node`` (a model config: ``num_classes`` of every head). A
+    callable value is called with the old value and gives the new one."""
+    if isinstance(node, dict):
+        for key, value in values.items():
+            if key in node:
+                node[key] = value(node[key]) if callable(value) else value
+        for v in node.values():
+            set_everywhere(v, values)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            set_everywhere(v, values)
 
 
 def innermost_dataset(dataset: dict, key: str, who: str) -> dict:

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import innermost_dataset, schedule_length, short_cpu_run
+from .common import innermost_dataset, schedule_length, set_everywhere, short_cpu_run
 
 #: Colours (RGB) of the drawn boxes, one per class.
 PALETTE = ((220, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 30),
@@ -238,18 +238,7 @@ _RESNETS = ('ResNet', 'ResNetV1d', 'ResNetV1c')
 
 def _shrink_model(model: dict, num_classes: int, tiny: bool, width: int,
                   score_thr: float) -> None:
-    def visit(node):
-        if isinstance(node, dict):
-            if 'num_classes' in node:
-                node['num_classes'] = num_classes
-            if 'score_thr' in node:
-                node['score_thr'] = score_thr
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, (list, tuple)):
-            for v in node:
-                visit(v)
-    visit(model)
+    set_everywhere(model, dict(num_classes=num_classes, score_thr=score_thr))
     backbone = model.get('backbone', {})
     backbone['init_cfg'] = None
     if not tiny:

@@ -78,6 +78,8 @@ class ASHAWDTune(BOWDTune):
         seed: sampler seed (offset by the trials already in the study).
     """
     method = 'asha-wd'
+    label = 'ASHA+WD'
+    rerun_note = ' (the interrupted ones run first, resuming)'
 
     def __init__(self, lr_range: Sequence[float] = (0.2, 3.2),
                  wd_range: Sequence[float] = PAPER_WD_RANGE, n_trials: int = 100,
@@ -226,39 +228,14 @@ class ASHAWDTune(BOWDTune):
                 raise optuna.TrialPruned(str(pruned)) from None
             except TrialInterrupted as err:
                 # FAIL without 'error': not a result; the same point runs again
-                for k, v in dict(err.info, interrupted=err.reason).items():
-                    trial.set_user_attr(k, v)
                 study.enqueue_trial(dict(lr=lr, weight_decay=wd),
                                     user_attrs=dict(retry_of=trial.number))
-                with lock:
-                    interrupted.append(f'trial {trial.number} (lr={lr:.4g}, '
-                                       f'weight_decay={wd:.3g}): {err.reason}')
+                self._record_interrupted(trial, lr, wd, err, lock, interrupted)
                 raise
             info = dict(info, budget=float(info.get('budget', self.budget)))
-            for k, v in info.items():
-                trial.set_user_attr(k, v)
-            if callback is not None:
-                callback(Trial(self.method, trial.number, lr, self.budget, metric, failed,
-                               weight_decay=wd, info=info))
-            if failed:
-                raise TrialFailed(info.get('error', 'failed'))
-            return metric
+            return self._record(trial, lr, wd, metric, failed, info, callback)
 
-        def stop_when_done(study, _trial):
-            if self.done(study) or len(interrupted) > retries:
-                study.stop()
-
-        while not self.done(study):
-            if len(interrupted) > retries:
-                raise SweepInterrupted(
-                    f'ASHA+WD: {len(interrupted)} trials ended without a result '
-                    f'({"; ".join(interrupted)}); --retries {retries} allows {retries}. The '
-                    'finished trials are kept; run the same command again to go on (the '
-                    'interrupted ones run first, resuming).')
-            remaining = self.n_trials - len(self.finished(study))
-            study.optimize(optuna_objective, n_trials=remaining, n_jobs=n_jobs,
-                           catch=(TrialFailed, TrialInterrupted), callbacks=[stop_when_done])
-        return self.result(study)
+        return self._optimize(study, optuna_objective, n_jobs, interrupted, retries)
 
     def result(self, study) -> TuneResult:
         """The study's finished trials in the order they were created; the best

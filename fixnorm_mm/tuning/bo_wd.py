@@ -120,31 +120,59 @@ class BOWDTune:
                 metric, failed, info = call_objective(objective, lr, wd, self.budget)
             except TrialInterrupted as err:
                 # FAIL without 'error': not finished, does not count
-                for k, v in dict(err.info, interrupted=err.reason).items():
-                    trial.set_user_attr(k, v)
-                with lock:
-                    interrupted.append(f'trial {trial.number} (lr={lr:.4g}, '
-                                       f'weight_decay={wd:.3g}): {err.reason}')
+                self._record_interrupted(trial, lr, wd, err, lock, interrupted)
                 raise
-            for k, v in info.items():
-                trial.set_user_attr(k, v)
-            if callback is not None:
-                callback(Trial(self.method, trial.number, lr, self.budget, metric, failed,
-                               weight_decay=wd, info=info))
-            if failed:
-                raise TrialFailed(info.get('error', 'failed'))
-            return metric
+            return self._record(trial, lr, wd, metric, failed, info, callback)
 
+        return self._optimize(study, optuna_objective, n_jobs, interrupted, retries)
+
+    # ------------------------------------------------------------ shared by ASHA+WD
+    label = 'BO+WD'
+    #: what the message of :class:`SweepInterrupted` adds about a rerun
+    rerun_note = ''
+
+    def done(self, study) -> bool:
+        """Whether ``study`` has finished the run: ``n_trials`` trials."""
+        return len(self.finished(study)) >= self.n_trials
+
+    def _record(self, trial, lr: float, wd: float, metric: float, failed: bool, info: dict,
+                callback: Optional[Callable[[Trial], None]]) -> float:
+        """The end of a trial that ran to its end: ``info`` on the Optuna
+        trial, the callback, and FAIL (:class:`TrialFailed`) for a failure."""
+        for k, v in info.items():
+            trial.set_user_attr(k, v)
+        if callback is not None:
+            callback(Trial(self.method, trial.number, lr, self.budget, metric, failed,
+                           weight_decay=wd, info=info))
+        if failed:
+            raise TrialFailed(info.get('error', 'failed'))
+        return metric
+
+    @staticmethod
+    def _record_interrupted(trial, lr: float, wd: float, err: TrialInterrupted, lock,
+                            interrupted: list) -> None:
+        """An interrupted trial: FAIL without 'error' (no result), its reason kept."""
+        for k, v in dict(err.info, interrupted=err.reason).items():
+            trial.set_user_attr(k, v)
+        with lock:
+            interrupted.append(f'trial {trial.number} (lr={lr:.4g}, '
+                               f'weight_decay={wd:.3g}): {err.reason}')
+
+    def _optimize(self, study, optuna_objective: Callable, n_jobs: int, interrupted: list,
+                  retries: int) -> TuneResult:
+        """``study.optimize`` until :meth:`done`, or :class:`SweepInterrupted`
+        after more than ``retries`` interrupted trials."""
         def stop_when_done(study, _trial):
-            if len(self.finished(study)) >= self.n_trials or len(interrupted) > retries:
+            if self.done(study) or len(interrupted) > retries:
                 study.stop()
 
-        while len(self.finished(study)) < self.n_trials:
+        while not self.done(study):
             if len(interrupted) > retries:
                 raise SweepInterrupted(
-                    f'BO+WD: {len(interrupted)} trials ended without a result '
+                    f'{self.label}: {len(interrupted)} trials ended without a result '
                     f'({"; ".join(interrupted)}); --retries {retries} allows {retries}. The '
-                    'finished trials are kept; run the same command again to go on.')
+                    f'finished trials are kept; run the same command again to go on'
+                    f'{self.rerun_note}.')
             remaining = self.n_trials - len(self.finished(study))
             study.optimize(optuna_objective, n_trials=remaining, n_jobs=n_jobs,
                            catch=(TrialFailed, TrialInterrupted), callbacks=[stop_when_done])

@@ -141,6 +141,20 @@ def evaluation_steps(cfg) -> tuple:
     return first, length, unit
 
 
+def _optuna_trial_dirs(store: TrialStore, work_dir: str, method: str):
+    """``trial_dir(lr, wd)`` of a BO+WD / ASHA+WD trial, and the ``before_trial``
+    that records it (and its owner) on the Optuna trial."""
+    def trial_dir(lr, wd):
+        return osp.join(work_dir, 'trials', method, trial_key(lr=lr, wd=wd))
+
+    def before_trial(trial):
+        d = trial_dir(trial.params['lr'], trial.params['weight_decay'])
+        for k, v in dict(store.owner_attrs(), method=method, work_dir=d,
+                         log=osp.join(d, 'trial.log')).items():
+            trial.set_user_attr(k, v)
+    return trial_dir, before_trial
+
+
 def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storage: str,
               study_name: str = 'bo-wd', lr_key: str = 'optim_wrapper.optimizer.lr',
               wd_key: str = 'optim_wrapper.optimizer.weight_decay', retries: int = 1,
@@ -162,14 +176,7 @@ def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storag
             'they do not count and new ones take their place')
     store.study.sampler = tuner.make_sampler(offset=len(store.study.trials))
 
-    def trial_dir(lr, wd):
-        return osp.join(work_dir, 'trials', 'bo-wd', trial_key(lr=lr, wd=wd))
-
-    def before_trial(trial):
-        d = trial_dir(trial.params['lr'], trial.params['weight_decay'])
-        for k, v in dict(store.owner_attrs(), method='bo-wd', work_dir=d,
-                         log=osp.join(d, 'trial.log')).items():
-            trial.set_user_attr(k, v)
+    trial_dir, before_trial = _optuna_trial_dirs(store, work_dir, 'bo-wd')
 
     def objective(lr, wd, budget):
         log(f'[bo-wd] starting lr={lr:.4g} weight_decay={wd:.3g} in {trial_dir(lr, wd)}')
@@ -225,14 +232,7 @@ def run_asha_wd(tuner: ASHAWDTune, launcher: TrainingLauncher, work_dir: str, st
             'newest checkpoint')
     store.study.sampler = tuner.make_sampler(offset=len(store.study.trials))
 
-    def trial_dir(lr, wd):
-        return osp.join(work_dir, 'trials', 'asha-wd', trial_key(lr=lr, wd=wd))
-
-    def before_trial(trial):
-        d = trial_dir(trial.params['lr'], trial.params['weight_decay'])
-        for k, v in dict(store.owner_attrs(), method='asha-wd', work_dir=d,
-                         log=osp.join(d, 'trial.log')).items():
-            trial.set_user_attr(k, v)
+    trial_dir, before_trial = _optuna_trial_dirs(store, work_dir, 'asha-wd')
 
     def objective(lr, wd, trial):
         retry_of = trial.user_attrs.get('retry_of')
