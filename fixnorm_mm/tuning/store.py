@@ -414,9 +414,13 @@ class TrialStore:
         # read back: a claim made before ours (lower number) that is running or
         # has even finished in the meantime wins; ours then does not count
         trials = by_key()
+        # the numbers of our trials, from the read-back (a query each otherwise)
+        numbers = {t._trial_id: t.number for same in trials.values() for t in same}
         for key, (i, trial_id) in created.items():
             same = trials.get(key, [])
-            mine = self.storage.get_trial_number_from_id(trial_id)
+            mine = numbers.get(trial_id)
+            if mine is None:
+                mine = self.storage.get_trial_number_from_id(trial_id)
             done = [t for t in same if self.is_finished(t)]
             earlier = [t for t in same if t.state == TrialState.RUNNING and t.number < mine]
             if done or earlier:
