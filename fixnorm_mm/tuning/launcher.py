@@ -45,6 +45,13 @@ TRAIN_MODULE = 'fixnorm_mm.tools.train'
 #: runs instead: the same tool with :class:`~fixnorm_mm.tuning.pruning.TrialReportHook`.
 REPORT_MODULE = 'fixnorm_mm.tuning.pruning'
 
+#: mmengine parses a config with ``ast.parse``; CPython 3.11's AST builder keeps
+#: its recursion depth in per-interpreter state, so two threads parsing at once
+#: can fail with "SystemError: AST constructor recursion depth mismatch"
+#: (python/cpython#106905). Sweeps started in threads of one process (tests,
+#: notebooks) take turns here.
+_CONFIG_PARSE_LOCK = threading.Lock()
+
 
 def format_option(value: Any) -> str:
     """A value as ``mmengine.config.DictAction`` parses it back."""
@@ -385,7 +392,8 @@ class TrainingLauncher:
                              f'got {metric!r}')
         self.warmup = check_warmup_rule(warmup)
         self.config = osp.abspath(config)
-        self.cfg = Config.fromfile(self.config)
+        with _CONFIG_PARSE_LOCK:
+            self.cfg = Config.fromfile(self.config)
         self.cfg_options = dict(cfg_options or {})
         if self.cfg_options:
             self.cfg.merge_from_dict(self.cfg_options)
