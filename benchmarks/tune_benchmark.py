@@ -24,7 +24,8 @@ beside it.
   start-up trials); every trial is the full schedule, evaluated after every
   epoch (rungs at epochs 1, 4, 16), and stopped when the pruner says so; it
   costs the epochs it ran. Trials until they have cost 25 T_max (BO+WD's
-  budget). Same training as BO+WD.
+  budget). Same training as BO+WD. ``--asha-min-resource`` moves the first
+  rung (e.g. to epoch 5, after the warm-up).
 * **FixNorm-tune with early stopping** (``fixnorm-tune-es``, the variant that
   answers an early-stopping baseline): Algo 2 as above, but the trials of an
   lr round run one after the other, evaluated every epoch, and a trial more
@@ -71,6 +72,8 @@ nothing and only reprints.
         --lr-range 0.05 3.2 --out docs/results/tune_benchmark_wide   # ~15 more
     python benchmarks/tune_benchmark.py --workers 2 --landscape narrow \\
         --out docs/results/tune_benchmark_narrow
+    python benchmarks/tune_benchmark.py --workers 2 --methods asha-wd \\
+        --asha-min-resource 5 --out docs/results/tune_benchmark_asha_rung5
     python benchmarks/tune_benchmark.py --smoke --work-dir /tmp/x   # seconds
 """
 import argparse
@@ -379,7 +382,8 @@ def run_job(job: dict, work_dir: str, task: dict, setup: dict) -> dict:
         asha = setup['asha']
         tuner = ASHAWDTune(lr_range=setup['lr_range'], wd_range=WD_RANGE,
                            n_trials=asha['max_trials'], max_cost=asha['max_cost'],
-                           pruner=asha['pruner'], min_resource=asha['eval_interval'],
+                           pruner=asha['pruner'],
+                           min_resource=asha.get('min_resource') or asha['eval_interval'],
                            max_resource=task['epochs'], seed=job['sampler_seed'])
         res = tuner.run(asha_objective(seed, task, cache), study=tuner.create_study()).to_dict()
     else:
@@ -628,11 +632,12 @@ def format_report(results: List[dict], analysis: dict, args, setup: dict) -> str
              'All three tuners search lr in [{:g}, {:g}]'.format(*setup['lr_range'])
              + ' (BO+WD: weight decay in [{:g}, {:g}], log scale; {} trials. ASHA+WD: the same '
              'space with TPE and Optuna\'s {} pruner, reduction factor {}, evaluation every '
-             '{} epoch(s), trials until {:g} T_max).\n'.format(
+             '{} epoch(s), first rung at epoch {}, trials until {:g} T_max).\n'.format(
                  *WD_RANGE, setup['bo_trials'],
                  'successive-halving' if asha['pruner'] == 'sha' else 'Hyperband',
                  asha.get('reduction_factor') or {'sha': 4, 'hyperband': 3}[asha['pruner']],
-                 asha['eval_interval'], asha['max_cost'])]
+                 asha['eval_interval'], asha.get('min_resource') or asha['eval_interval'],
+                 asha['max_cost'])]
     lines.append('Best-known val accuracy per training seed (the best full-budget training '
                  'with that seed of either method, in any run of this benchmark, lr ranges and '
                  'grid included): ' + ', '.join(
@@ -742,6 +747,9 @@ def parse_args(argv=None):
     p.add_argument('--asha-max-cost', type=float, default=ASHA['max_cost'],
                    help='T_max an ASHA+WD run may spend (default: BO+WD\'s 25)')
     p.add_argument('--asha-pruner', choices=['sha', 'hyperband'], default=ASHA['pruner'])
+    p.add_argument('--asha-min-resource', type=int, default=None,
+                   help='ASHA+WD\'s first rung, in epochs (default: the first evaluation, '
+                        'epoch 1; e.g. 5: after the digits task\'s warm-up)')
     p.add_argument('--train-seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
     p.add_argument('--landscape', choices=sorted(LANDSCAPES), default='digits',
                    help='the task (module docstring)')
@@ -760,7 +768,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     landscape = LANDSCAPES[args.landscape]
     task = dict(SMOKE_TASK if args.smoke else landscape['task'])
-    asha = dict(ASHA, max_cost=args.asha_max_cost, pruner=args.asha_pruner)
+    asha = dict(ASHA, max_cost=args.asha_max_cost, pruner=args.asha_pruner,
+                min_resource=args.asha_min_resource)
     setup = dict(K=K, budgets=BUDGETS, alphas=ALPHAS, grid=GRID, bo_trials=args.bo_trials,
                  lr_range=tuple(args.lr_range or landscape['lr_range']),
                  landscape=args.landscape, asha=asha)
