@@ -47,7 +47,7 @@ from torch import nn
 from .config_keys import accepted_keys, check_keys
 from .layers import (NORMALIZED_LAYERS, FixNormConv2d, FixNormLinear, WNConv2d, WNLinear,
                      gain_snapshot, settle_gains)
-from .layers.fixnorm import _check_alpha
+from .layers.fixnorm import check_alpha
 from .tracing import find_task, trace_loss, trace_tensor_forward
 from .tracing.base import Trace, known_tasks, weight_layers
 
@@ -335,7 +335,7 @@ def convert_model(model: nn.Module, final_layer: Union[str, Sequence[str]] = 'au
                   trace_input_shape: Optional[Sequence[int]] = None) -> Conversion:
     """Convert ``model`` in place (paper Sec. 2.3, App. D.3); see
     :func:`convert_to_fixnorm` for the arguments. Returns a :class:`Conversion`."""
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     task = find_task(model)
     modules = dict(model.named_modules())
     layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -506,7 +506,7 @@ def build_and_convert(model_type: Optional[str] = None,
     if valid is not None:  # a typo names model.<key> and the nearest key
         check_keys('model', {k: v for k, v in model.items() if k != '_scope_'},
                    valid | set(FIXNORM_MODEL_KEYS), f'FixNormModel or {model_type}')
-    alpha = _check_alpha(alpha, 'model.alpha')  # fail before building a large model
+    alpha = check_alpha(alpha, 'model.alpha')  # fail before building a large model
     if final_layer is None:
         raise ValueError('FixNormModel: final_layer is required: the name(s) of the final '
                          "classification layer(s), e.g. 'head.fc' or 'decode_head.conv_seg', "

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..config_keys import accepted_keys, check_keys
 from ..layers import FixNormLinear
-from ..layers.fixnorm import _check_alpha
+from ..layers.fixnorm import check_alpha
 
 #: where mmpretrain's classifiers take their head: errors name ``model.head.<key>``
 HEAD_KEY = 'model.head'
@@ -86,7 +86,7 @@ class FixNormClsHead(DropoutLinearClsHead):
         if alpha is None:
             raise TypeError(f"{HEAD_KEY}.alpha is required by FixNormClsHead (the cap on g "
                             "is alpha * sqrt(num_classes)), e.g. alpha=0.5")
-        alpha = _check_alpha(alpha, f'{HEAD_KEY}.alpha')
+        alpha = check_alpha(alpha, f'{HEAD_KEY}.alpha')
         if not isinstance(bias, bool):
             raise TypeError(f'{HEAD_KEY}.bias must be True or False, got {bias!r}')
         super().__init__(num_classes, in_channels, dropout_rate=dropout_rate, **kwargs)

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..config_keys import accepted_keys, check_keys
 from ..layers import FixNormConv2d, rebuild_conv
-from ..layers.fixnorm import _check_alpha
+from ..layers.fixnorm import check_alpha
 
 #: where mmdet's detectors take their dense head: errors name ``model.bbox_head.<key>``
 HEAD_KEY = 'model.bbox_head'
@@ -89,7 +89,7 @@ class FixNormRetinaHead(WNRetinaHead):
     def __init__(self, num_classes: int, in_channels: int, alpha: float = 1.0,
                  **kwargs) -> None:
         # read by _init_layers, which RetinaHead.__init__ calls
-        self.alpha = _check_alpha(alpha, f'{HEAD_KEY}.alpha')
+        self.alpha = check_alpha(alpha, f'{HEAD_KEY}.alpha')
         super().__init__(num_classes, in_channels, **kwargs)
 
     def _classifier(self, plain: nn.Conv2d) -> nn.Module:

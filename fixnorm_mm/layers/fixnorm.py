@@ -23,7 +23,7 @@ from .functional import normalized_conv2d, normalized_linear
 from .normalized_layer import NormalizedLayer
 
 
-def _check_alpha(alpha, key: str = 'FixNorm: alpha') -> float:
+def check_alpha(alpha, key: str = 'FixNorm: alpha') -> float:
     """``alpha`` as a float, or an error naming ``key`` (the config key where
     the caller knows it: ``model.head.alpha``)."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
@@ -39,7 +39,7 @@ class _FixNormMixin(NormalizedLayer):
     per_output = False
 
     def _init_fixnorm(self, alpha: float) -> None:
-        self.alpha = _check_alpha(alpha)
+        self.alpha = check_alpha(alpha)
         self.cap = self.alpha * math.sqrt(self.weight.shape[0])
         self._init_gain()
 

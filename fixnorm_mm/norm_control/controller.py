@@ -41,6 +41,7 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
+from ..config_keys import accepted_keys, check_keys
 from .selection import NormFollowTracer, unwrap
 
 #: key of the controller type in the optimizer's state_dict
@@ -562,7 +563,6 @@ def build_controller(cfg: Any, cfg_key: str = 'optim_wrapper.norm_control') -> N
     cfg.pop('_scope_', None)  # added by mmengine to dicts of `pkg::` bases
     name = cfg.pop('type')
     cls = controller_class(name, cfg_key)
-    from ..config_keys import accepted_keys, check_keys
     valid = accepted_keys(cls)  # None: a method whose options cannot be told
     if valid is not None:  # a typo names its key and the nearest option
         check_keys(cfg_key, cfg, valid - {'cfg_key'}, getattr(cls, 'type_name', name))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..config_keys import accepted_keys, check_keys
 from ..layers import FixNormConv2d
-from ..layers.fixnorm import _check_alpha
+from ..layers.fixnorm import check_alpha
 from .object_context import ObjectContextBlock
 
 #: where mmseg's segmentors take their decode head: errors name ``model.decode_head.<key>``
@@ -44,7 +44,7 @@ def build_pixel_classifier(cfg: Optional[dict], in_channels: int, num_classes: i
         if 'alpha' not in cfg:
             raise TypeError(f'{cfg_key}.alpha is required by {cfg["type"]} (the cap on g is '
                             'alpha * sqrt(num_classes)), e.g. alpha=1.0')
-        _check_alpha(cfg['alpha'], f'{cfg_key}.alpha')
+        check_alpha(cfg['alpha'], f'{cfg_key}.alpha')
     return build_conv_layer(cfg, in_channels, num_classes, kernel_size=1)
 
 

@@ -1,6 +1,6 @@
 """What every task's config shrinker does the same way: the schedule rescaled
 in time, and the runner settings of a short, deterministic CPU run."""
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..tuning.schedule import rescaled_scheduler
 

@@ -22,6 +22,17 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]
     return args
 
 
+def build_runner(cfg: Config):
+    """The launch set up for ``cfg`` (:func:`fixnorm_mm.engine.launch.setup_launch`)
+    and its Runner, as mmengine's tools build it (``runner_type`` honoured)."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from fixnorm_mm.engine.launch import setup_launch
+    setup_launch(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
 def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:
     """``--work-dir``, else the config's, else ``./work_dirs/<config name>``."""
     if work_dir is not None:

@@ -12,12 +12,10 @@ with gloo (:func:`fixnorm_mm.engine.launch.setup_launch`). Also
 import argparse
 
 from mmengine.config import Config
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401  (registers the plugin's components)
-from fixnorm_mm.engine.launch import setup_launch
-from fixnorm_mm.tools.common import add_runner_args, parse_runner_args, set_work_dir
+from fixnorm_mm.tools.common import (add_runner_args, build_runner, parse_runner_args,
+                                     set_work_dir)
 from fixnorm_mm.tools.configs import resolve_config
 
 
@@ -39,9 +37,7 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     set_work_dir(cfg, args.work_dir, config)
     cfg.load_from = args.checkpoint
-    setup_launch(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.test()
+    build_runner(cfg).test()
 
 
 if __name__ == '__main__':

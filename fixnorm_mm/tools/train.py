@@ -18,15 +18,13 @@ import argparse
 from mmengine.config import Config
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import fixnorm_mm  # noqa: F401  (registers the plugin, allows safe resume)
 from fixnorm_mm.engine.checkpoint_hook import check_checkpoint_file, find_resumable_checkpoint
-from fixnorm_mm.engine.launch import setup_launch
 from fixnorm_mm.norm_control.methods import (apply_method, available_methods, check_method_name,
                                              enable_amp)
-from fixnorm_mm.tools.common import add_runner_args, parse_runner_args, set_work_dir
+from fixnorm_mm.tools.common import (add_runner_args, build_runner, parse_runner_args,
+                                     set_work_dir)
 from fixnorm_mm.tools.configs import resolve_config
 
 
@@ -85,11 +83,12 @@ def use_atomic_checkpoints(cfg: Config) -> None:
         hook['type'] = 'AtomicCheckpointHook'
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    cfg = build_cfg(args)
-    setup_launch(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+def main(argv=None, hooks=()):
+    """Train; ``hooks``: hook objects registered on the Runner besides the
+    config's (an ASHA+WD trial's reporter, :mod:`fixnorm_mm.tuning.pruning`)."""
+    runner = build_runner(build_cfg(parse_args(argv)))
+    for hook in hooks:
+        runner.register_hook(hook)
     runner.train()
 
 

@@ -172,20 +172,20 @@ def make_tuner(args, space):
     if args.method == 'fixnorm-tune':
         return FixNormTune(space.lr_range, args.k, args.budgets, args.alphas,
                            later_rounds=args.later_rounds, lr_scale=space.lr_scale)
+    # options left out take the tuner's own defaults (bo-wd: 25 trials, 5 random
+    # start-up trials; asha-wd: 100 and 10)
+    given = {k: v for k, v in dict(n_trials=args.n_trials,
+                                   n_startup_trials=args.n_startup_trials).items()
+             if v is not None}
     if args.method == 'bo-wd':
-        return BOWDTune(space.lr_range, space.wd_range, 25 if args.n_trials is None
-                        else args.n_trials, sampler=args.sampler or 'gp',
-                        n_startup_trials=5 if args.n_startup_trials is None
-                        else args.n_startup_trials, seed=args.seed)
+        return BOWDTune(space.lr_range, space.wd_range, sampler=args.sampler or 'gp',
+                        seed=args.seed, **given)
     if args.sampler not in (None, 'tpe'):
         raise ValueError(f'--sampler {args.sampler}: asha-wd samples with TPE (Optuna\'s '
                          'pruners work with TPE); leave --sampler out')
-    return ASHAWDTune(space.lr_range, space.wd_range,
-                      100 if args.n_trials is None else args.n_trials,
-                      max_cost=args.max_cost, pruner=args.pruner,
-                      min_resource=args.min_resource, reduction_factor=args.reduction_factor,
-                      n_startup_trials=10 if args.n_startup_trials is None
-                      else args.n_startup_trials, seed=args.seed)
+    return ASHAWDTune(space.lr_range, space.wd_range, max_cost=args.max_cost,
+                      pruner=args.pruner, min_resource=args.min_resource,
+                      reduction_factor=args.reduction_factor, seed=args.seed, **given)
 
 
 def main(argv=None) -> int:

@@ -30,8 +30,7 @@ import threading
 from typing import Callable, Dict, Optional, Sequence
 
 from .bo_wd import PAPER_WD_RANGE, BOWDTune
-from .trial import (SweepInterrupted, Trial, TrialFailed, TrialInterrupted, TrialPruned,
-                    TuneResult, call_objective)
+from .trial import Trial, TrialInterrupted, TrialPruned, TuneResult, call_objective
 
 #: Optuna's pruners this tuner offers: ``'sha'`` (SuccessiveHalvingPruner: ASHA)
 #: and ``'hyperband'`` (HyperbandPruner).
@@ -115,16 +114,6 @@ class ASHAWDTune(BOWDTune):
     def make_pruner(self):
         return build_pruner(self.pruner_spec())
 
-    def create_study(self, storage=None, study_name: Optional[str] = None):
-        """A study (new or loaded from ``storage``) with TPE and the pruner."""
-        import optuna
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(storage=storage, study_name=study_name,
-                                    direction='maximize', load_if_exists=True,
-                                    pruner=self.make_pruner())
-        study.sampler = self.make_sampler(offset=len(study.trials))
-        return study
-
     # --------------------------------------------------------------- bookkeeping
     @staticmethod
     def finished(study) -> list:
@@ -137,9 +126,6 @@ class ASHAWDTune(BOWDTune):
     def trial_cost(t) -> float:
         """T_max a finished trial cost: what it ran (its ``budget`` attribute)."""
         return float(t.user_attrs.get('budget', 1.0))
-
-    def cost(self, study) -> float:
-        return sum(self.trial_cost(t) for t in self.finished(study))
 
     def done(self, study) -> bool:
         finished = self.finished(study)
@@ -206,8 +192,7 @@ class ASHAWDTune(BOWDTune):
         interrupted: list = []
 
         def optuna_objective(trial):
-            lr = trial.suggest_float('lr', *self.lr_range, log=True)
-            wd = trial.suggest_float('weight_decay', *self.wd_range, log=True)
+            lr, wd = self._suggest(trial)
             retry_of = trial.user_attrs.get('retry_of')
             if retry_of is not None:  # what the interrupted attempt reported, for the pruner
                 old = next(t for t in study.get_trials(deepcopy=False) if t.number == retry_of)

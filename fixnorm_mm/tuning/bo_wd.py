@@ -70,12 +70,18 @@ class BOWDTune:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials,
                                           constant_liar=True)
 
+    def make_pruner(self):
+        """The study's pruner: None (Optuna's default; BO+WD's trials report nothing)."""
+        return None
+
     def create_study(self, storage=None, study_name: Optional[str] = None):
-        """A study (new or loaded from ``storage``) with this tuner's sampler."""
+        """A study (new or loaded from ``storage``) with this tuner's sampler and
+        pruner."""
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(storage=storage, study_name=study_name,
-                                    direction='maximize', load_if_exists=True)
+                                    direction='maximize', load_if_exists=True,
+                                    pruner=self.make_pruner())
         study.sampler = self.make_sampler(offset=len(study.trials))
         return study
 
@@ -111,8 +117,7 @@ class BOWDTune:
         interrupted: list = []
 
         def optuna_objective(trial):
-            lr = trial.suggest_float('lr', *self.lr_range, log=True)
-            wd = trial.suggest_float('weight_decay', *self.wd_range, log=True)
+            lr, wd = self._suggest(trial)
             trial.set_user_attr('budget', self.budget)
             if before_trial is not None:
                 before_trial(trial)
@@ -130,6 +135,11 @@ class BOWDTune:
     label = 'BO+WD'
     #: what the message of :class:`SweepInterrupted` adds about a rerun
     rerun_note = ''
+
+    def _suggest(self, trial) -> tuple:
+        """``(lr, weight_decay)`` of an Optuna trial, both on a log scale."""
+        return (trial.suggest_float('lr', *self.lr_range, log=True),
+                trial.suggest_float('weight_decay', *self.wd_range, log=True))
 
     def done(self, study) -> bool:
         """Whether ``study`` has finished the run: ``n_trials`` trials."""

@@ -148,23 +148,15 @@ def read_pruned(work_dir: str) -> Optional[Dict]:
 def main(argv=None) -> None:
     """``fixnorm-train`` with a :class:`TrialReportHook` reporting to the
     Optuna trial that :data:`REPORT_ENV` names."""
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    from fixnorm_mm.engine.launch import setup_launch
-    from fixnorm_mm.tools.train import build_cfg, parse_args
+    from fixnorm_mm.tools.train import main as train
     if REPORT_ENV not in os.environ:
         raise SystemExit(f'{__name__}: the environment variable {REPORT_ENV} (JSON: storage, '
                          'study_name, trial_number, pruner, metric) is not set; this module '
                          'runs the trials of an ASHA+WD sweep (fixnorm-tune --method asha-wd)')
     spec = json.loads(os.environ[REPORT_ENV])
-    cfg = build_cfg(parse_args(argv))
-    setup_launch(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     report = optuna_reporter(spec['storage'], spec['study_name'], spec['trial_number'],
                              spec['pruner'])
-    runner.register_hook(TrialReportHook(report, spec.get('metric'), on_prune='exit'))
-    runner.train()
+    train(argv, hooks=[TrialReportHook(report, spec.get('metric'), on_prune='exit')])
 
 
 if __name__ == '__main__':

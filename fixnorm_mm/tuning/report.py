@@ -35,7 +35,7 @@ def trials_rows(result: TuneResult) -> List[Dict[str, str]]:
         hp = t.alpha if t.weight_decay is None else t.weight_decay
         metric = ('failed: ' + str(t.info.get('error', ''))[:120]) if t.failed \
             else _fmt(t.metric, 6)
-        if getattr(t, 'pruned', False):
+        if t.pruned:
             metric = f'pruned at step {t.info.get("pruned_step", "?")}: {metric}'
         rows.append({
             '#': str(i), 'round': str(t.round), 'lr': _fmt(t.lr),
@@ -52,7 +52,7 @@ def summary(result: TuneResult, metric_name: str = 'metric') -> str:
     hp = (f'alpha={_fmt(result.best_alpha)}' if result.method.startswith('fixnorm')
           else f'weight_decay={_fmt(result.best_weight_decay)}')
     n_failed = sum(t.failed for t in result.trials)
-    n_pruned = sum(getattr(t, 'pruned', False) for t in result.trials)
+    n_pruned = sum(t.pruned for t in result.trials)
     pruned = f', {n_pruned} pruned' if n_pruned else ''
     return (f'{result.method}: best {metric_name} {_fmt(result.best_metric, 6)} at '
             f'lr={_fmt(result.best_lr)}, {hp}; {len(result.trials)} trials '

@@ -344,9 +344,13 @@ class TrialStore:
         return stop_fn
 
     # ------------------------------------------------------- FixNorm-tune path
-    def _by_key(self, key: str) -> list:
-        return [t for t in self.trials() if t.user_attrs.get('key') == key
-                and t.number not in self._retired]
+    def _trials_by_key(self) -> Dict[str, list]:
+        """The claimed trials (those with a ``key``), by key, in one read."""
+        out: Dict[str, list] = {}
+        for t in self.trials():
+            if t.number not in self._retired and 'key' in t.user_attrs:
+                out.setdefault(t.user_attrs['key'], []).append(t)
+        return out
 
     def claim(self, key: str, params: Dict[str, float], attrs: Dict[str, Any]
               ) -> Tuple[str, Any, bool]:
@@ -372,21 +376,14 @@ class TrialStore:
     def _claim_many(self, items) -> List[Tuple[str, Any, bool]]:
         from optuna.distributions import FloatDistribution
         from optuna.trial import TrialState, create_trial
-
-        def by_key():
-            out: Dict[str, list] = {}
-            for t in self.trials():
-                if t.number not in self._retired and 'key' in t.user_attrs:
-                    out.setdefault(t.user_attrs['key'], []).append(t)
-            return out
-        trials = by_key()
+        trials = self._trials_by_key()
         if time.monotonic() - self._last_reap >= self.poll_interval and any(
                 t.state == TrialState.RUNNING for key, _, _ in items for t in trials.get(key, ())):
             # is a busy trial's worker alive? Only asked when a trial is busy (and
             # not more often than every poll_interval): each look costs queries,
             # and the sweep's start has looked already (run_fixnorm_tune)
             if self.reap_dead():
-                trials = by_key()
+                trials = self._trials_by_key()
         results: List[Any] = [None] * len(items)
         created = {}
         owner = self.owner_attrs()
@@ -413,7 +410,7 @@ class TrialStore:
             return results
         # read back: a claim made before ours (lower number) that is running or
         # has even finished in the meantime wins; ours then does not count
-        trials = by_key()
+        trials = self._trials_by_key()
         # the numbers of our trials, from the read-back (a query each otherwise)
         numbers = {t._trial_id: t.number for same in trials.values() for t in same}
         for key, (i, trial_id) in created.items():

@@ -36,6 +36,27 @@ def _print_trial(log: Callable[[str], None]) -> Callable[[Trial], None]:
     return callback
 
 
+def _open_store(storage: str, study_name: str, method: str, then: str,
+                log: Callable[[str], None], **store_kwargs) -> TrialStore:
+    """The sweep's storage, with the trials of workers that died found (and
+    said: ``then`` tells what becomes of them)."""
+    store = TrialStore(storage, study_name, **store_kwargs)
+    reaped = store.reap_dead()
+    if reaped:
+        log(f'[{method}] trials {reaped} were left running by a worker that died; {then}')
+    return store
+
+
+def _run_or_stop(launcher: TrainingLauncher, work_dir: str, options: dict, **kwargs):
+    """:meth:`TrainingLauncher.run`; a mistake every trial would hit
+    (:class:`SweepConfigError`) stops the other running trials too."""
+    try:
+        return launcher.run(work_dir, options, **kwargs)
+    except SweepConfigError as err:
+        launcher.stop(f'SweepConfigError: {err}')
+        raise
+
+
 def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: str,
                      storage: str, study_name: str = 'fixnorm-tune',
                      lr_key: str = 'optim_wrapper.optimizer.lr',
@@ -52,11 +73,9 @@ def run_fixnorm_tune(tuner: FixNormTune, launcher: TrainingLauncher, work_dir: s
     """
     launcher.check_key(lr_key, '--lr-key')
     alpha_key = launcher.check_key(launcher.key('alpha', alpha_key), '--alpha-key')
-    store = TrialStore(storage, study_name, **store_kwargs)
-    reaped = store.reap_dead()
-    if reaped:
-        log(f'[fixnorm-tune] trials {reaped} were left running by a worker that died; '
-            'they will run again (resuming from their last checkpoint)')
+    store = _open_store(storage, study_name, 'fixnorm-tune',
+                        'they will run again (resuming from their last checkpoint)', log,
+                        **store_kwargs)
     if retry_failed:
         log(f'[fixnorm-tune] {store.retry_failed()} failed trial(s) will run again')
 
@@ -169,25 +188,16 @@ def run_bo_wd(tuner: BOWDTune, launcher: TrainingLauncher, work_dir: str, storag
     check_weight_decay_config(launcher.cfg, 'BO+WD')
     launcher.check_key(lr_key, '--lr-key')
     launcher.check_key(wd_key, '--wd-key')
-    store = TrialStore(storage, study_name, **store_kwargs)
-    reaped = store.reap_dead()
-    if reaped:
-        log(f'[bo-wd] trials {reaped} were left running by a worker that died; '
-            'they do not count and new ones take their place')
+    store = _open_store(storage, study_name, 'bo-wd',
+                        'they do not count and new ones take their place', log, **store_kwargs)
     store.study.sampler = tuner.make_sampler(offset=len(store.study.trials))
 
     trial_dir, before_trial = _optuna_trial_dirs(store, work_dir, 'bo-wd')
 
     def objective(lr, wd, budget):
         log(f'[bo-wd] starting lr={lr:.4g} weight_decay={wd:.3g} in {trial_dir(lr, wd)}')
-        options = dict(launcher.schedule_options(budget))
-        options[lr_key] = lr
-        options[wd_key] = wd
-        try:
-            return launcher.run(trial_dir(lr, wd), options)
-        except SweepConfigError as err:
-            launcher.stop(f'SweepConfigError: {err}')
-            raise
+        options = dict(launcher.schedule_options(budget), **{lr_key: lr, wd_key: wd})
+        return _run_or_stop(launcher, trial_dir(lr, wd), options)
 
     done = len(tuner.finished(store.study))
     log(f'[bo-wd] lr range {tuner.lr_range}, wd range {tuner.wd_range}, {tuner.n_trials} '
@@ -222,10 +232,8 @@ def run_asha_wd(tuner: ASHAWDTune, launcher: TrainingLauncher, work_dir: str, st
         tuner.min_resource = first
     if tuner.max_resource is None:
         tuner.max_resource = length
-    store = TrialStore(storage, study_name, pruner=tuner.make_pruner(), **store_kwargs)
-    reaped = store.reap_dead()
-    if reaped:
-        log(f'[asha-wd] trials {reaped} were left running by a worker that died')
+    store = _open_store(storage, study_name, 'asha-wd', 'their points run again',
+                        log, pruner=tuner.make_pruner(), **store_kwargs)
     retried = tuner.enqueue_retries(store.study)
     if retried:
         log(f'[asha-wd] interrupted trials {retried} run again first, resuming from their '
@@ -240,12 +248,8 @@ def run_asha_wd(tuner: ASHAWDTune, launcher: TrainingLauncher, work_dir: str, st
             f'{trial.number} lr={lr:.4g} weight_decay={wd:.3g} in {trial_dir(lr, wd)}')
         report = dict(storage=storage, study_name=study_name, trial_number=trial.number,
                       pruner=tuner.pruner_spec())
-        try:
-            return launcher.run(trial_dir(lr, wd), {lr_key: lr, wd_key: wd},
-                                resume=retry_of is not None, report=report)
-        except SweepConfigError as err:
-            launcher.stop(f'SweepConfigError: {err}')
-            raise
+        return _run_or_stop(launcher, trial_dir(lr, wd), {lr_key: lr, wd_key: wd},
+                            resume=retry_of is not None, report=report)
 
     log(f'[asha-wd] lr range {tuner.lr_range}, wd range {tuner.wd_range}, TPE + '
         f'{tuner.pruner} pruner {tuner.pruner_spec()} (steps: {unit}s, first evaluation at '
